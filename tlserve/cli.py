@@ -1,0 +1,157 @@
+"""The ``tlserve`` command line: parses arguments and dispatches to training/ (and, later, service/).
+
+Heavy imports (TensorFlow) happen inside the command functions so that ``tlserve --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.evaluate import export_trained
+    from training.report import summary_lines
+    from training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=args.data, name=args.name, backbone=args.backbone, weights=args.weights, image_size=args.image_size,
+        resize=args.resize, batch_size=args.batch_size, head_epochs=args.head_epochs,
+        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_learning_rate=args.fine_tune_lr,
+        fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
+        augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
+        test_fraction=args.test_fraction, val_fraction=args.val_fraction, verbose=0 if args.quiet else 1,
+    )
+    cfg.validate()
+    trained = train(cfg)
+    path, report = export_trained(trained, args.out, args.version)
+    print("\n".join(summary_lines(report)))
+    print(f"training took {trained.seconds:.0f} s")
+    print(f"exported {path}")
+    print(f"report   {path / 'assets.extra' / 'report' / 'report.md'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_exported, resolve_version_dir
+    from training.report import summary_lines
+
+    version_dir = resolve_version_dir(args.model)
+    out = Path(args.out or Path("reports") / f"{version_dir.parent.name}-{version_dir.name}")
+    report = evaluate_exported(version_dir, args.data, out)
+    print("\n".join(summary_lines(report)))
+    print(f"report   {out / 'report.md'}")
+    return 0
+
+
+def _backbones_list(_: argparse.Namespace) -> int:
+    from training.backbones.registry import BACKBONES
+
+    width = max(map(len, BACKBONES))
+    for name, backbone in BACKBONES.items():
+        print(f"{name:<{width}}  {backbone.kind:<6}  {backbone.status()}")
+    return 0
+
+
+def _backbones_prepare(args: argparse.Namespace) -> int:
+    from training.backbones.registry import BACKBONES, get
+
+    names = args.names or [n for n, b in BACKBONES.items() if b.kind == "ported"]
+    for name in names:
+        print(f"{name}: {get(name).prepare()}")
+    return 0
+
+
+def _backbones_predict(args: argparse.Namespace) -> int:
+    from training.backbones.imagenet import top_k
+
+    for image in args.images:
+        if len(args.images) > 1:
+            print(f"{image}:")
+        for index, probability in top_k(args.backbone, Path(image).read_bytes(), k=5, weights=args.weights):
+            print(f"{index} {probability:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, for ``main`` and for tests."""
+    parser = argparse.ArgumentParser(prog="tlserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help="fine-tune a backbone on labelled images and export a SavedModel")
+    t.add_argument("--data", required=True, help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
+    t.add_argument("--name", required=True, help="model name: exported to <out>/<name>/<version>/")
+    t.add_argument("--out", default="models", help="model repository (default: models)")
+    t.add_argument("--version", type=_positive, help="version number (default: the next free one)")
+    t.add_argument("--backbone", default="mobilenet_v2", help="see `tlserve backbones list`")
+    t.add_argument("--weights", help="Keras Applications backbones: a Keras weights file, or imagenet")
+    t.add_argument("--image-size", type=int, default=96)
+    t.add_argument("--resize", default="stretch", choices=["stretch", "crop"])
+    t.add_argument("--batch-size", type=_positive, default=32)
+    t.add_argument("--head-epochs", type=int, default=15, help="phase 1: backbone frozen")
+    t.add_argument("--head-lr", type=float, default=3e-3)
+    t.add_argument("--fine-tune-epochs", type=int, default=15, help="phase 2: top of the backbone unfrozen; 0 skips it")
+    t.add_argument("--fine-tune-lr", type=float, default=3e-4)
+    t.add_argument("--fine-tune-layers", type=int, help="weighted backbone layers to unfreeze (default: all)")
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--label-smoothing", type=float, default=0.1)
+    t.add_argument("--augment", default="rotation,zoom,translation",
+                   help="comma-separated: flip,rotation,zoom,translation,contrast ('' for none)")
+    t.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    t.add_argument("--test-fraction", type=float, default=0.25)
+    t.add_argument("--val-fraction", type=float, default=0.15)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    t.set_defaults(run=_train)
+
+    e = commands.add_parser("evaluate", help="the evaluation report of an exported model on labelled images")
+    e.add_argument("--model", required=True, help="models/<name> (latest version) or models/<name>/<version>")
+    e.add_argument("--data", required=True)
+    e.add_argument("--out", help="report folder (default: reports/<name>-<version>)")
+    e.set_defaults(run=_evaluate)
+
+    b = commands.add_parser("backbones", help="pretrained backbones and their ImageNet weights")
+    bc = b.add_subparsers(dest="backbones_command", required=True)
+    bc.add_parser("list", help="each backbone and whether its weights are ready").set_defaults(run=_backbones_list)
+    bp = bc.add_parser("prepare", help="convert and cache the offline ImageNet weights")
+    bp.add_argument("names", nargs="*", help="default: every offline backbone")
+    bp.set_defaults(run=_backbones_prepare)
+    bq = bc.add_parser("predict", help="top-5 ImageNet classes of images, one '<index> <probability>' per line")
+    bq.add_argument("images", nargs="+")
+    bq.add_argument("--backbone", default="mobilenet_v2")
+    bq.add_argument("--weights")
+    bq.set_defaults(run=_backbones_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tlserve`` console script."""
+    args = build_parser().parse_args(argv)
+    from training.backbones.registry import BackboneError
+    from training.data import DataError
+    from training.export import ExportError
+
+    try:
+        return args.run(args)
+    except (UsageError, BackboneError, DataError, ExportError, FileNotFoundError, ValueError) as exc:
+        print(f"tlserve {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
