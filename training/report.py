@@ -1,0 +1,321 @@
+"""Evaluation report of a trained image classifier: metrics, plots and a JSON / Markdown / HTML write-up."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+GALLERY_FILE = "misclassified.png"
+GALLERY_MAX = 36
+MARKDOWN_MISCLASSIFIED_MAX = 50
+# Beyond this many classes the per-cell counts in the confusion matrix plot become unreadable.
+ANNOTATE_MAX_CLASSES = 30
+CURVE_METRICS = ("loss", "accuracy")
+
+
+@dataclass
+class EvaluationInput:
+    """Everything the report needs: ground truth, model scores and the test images in the same order."""
+
+    classes: list[str]
+    y_true: np.ndarray
+    scores: np.ndarray
+    images: list[bytes]
+    sources: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def _validated(ev: EvaluationInput) -> tuple[np.ndarray, np.ndarray]:
+    """``(y_true, scores)`` as arrays, or ValueError naming what does not fit."""
+    y_true = np.asarray(ev.y_true)
+    scores = np.asarray(ev.scores, dtype=float)
+    n_classes = len(ev.classes)
+    if n_classes == 0:
+        raise ValueError("classes must name at least one class")
+    # Checked before the shapes: empty input often arrives as plain [] rather than a [0, C] array.
+    if scores.size == 0 and y_true.size == 0:
+        raise ValueError("no test images to evaluate")
+    if scores.ndim != 2 or scores.shape[1] != n_classes:
+        raise ValueError(f"scores must have shape [n, {n_classes}] (one column per class), got {list(scores.shape)}")
+    n = scores.shape[0]
+    if y_true.ndim != 1 or len(y_true) != n:
+        raise ValueError(f"y_true must have shape [{n}] to match scores, got {list(y_true.shape)}")
+    if not np.issubdtype(y_true.dtype, np.integer) or y_true.min() < 0 or y_true.max() >= n_classes:
+        raise ValueError(f"y_true must hold class indices in [0, {n_classes}), got {y_true.dtype} "
+                         f"in [{y_true.min()}, {y_true.max()}]")
+    for name, items in (("images", ev.images), ("sources", ev.sources)):
+        if len(items) != n:
+            raise ValueError(f"{name} must have one entry per scored image ({n}), got {len(items)}")
+    return y_true, scores
+
+
+def _plain(value):
+    # numpy scalars and paths are common in ``info``; anything else unknown is recorded by its text.
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def build_report(ev: EvaluationInput) -> dict:
+    """Compute the report of ``ev`` (no files written) as a JSON-serialisable dict.
+
+    Keys: ``classes, n, accuracy, macro_f1, per_class`` (label, precision, recall, f1, support, predicted),
+    ``confusion_matrix`` (rows = true class, columns = predicted, every class present even if absent from the
+    data), ``misclassified`` (index into the test images, source, true, predicted, score of the predicted
+    class; most confident first), ``skipped`` (source, reason), ``info`` and ``histories``.  ``macro_f1``
+    averages over the classes that occur in the truth or the predictions, as sklearn does by default, so that
+    evaluating on data holding only some of the model's classes is not penalised for the others.
+    Raises ValueError for inconsistent input.
+    """
+    y_true, scores = _validated(ev)
+    classes = [str(c) for c in ev.classes]
+    labels = list(range(len(classes)))
+    y_pred = scores.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    predicted = matrix.sum(axis=0)
+    per_class = [
+        {"label": classes[i], "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+         "support": int(support[i]), "predicted": int(predicted[i])}
+        for i in labels
+    ]
+    occurring = (support > 0) | (predicted > 0)
+    wrong = sorted(np.flatnonzero(y_pred != y_true), key=lambda i: -scores[i, y_pred[i]])
+    return {
+        "classes": classes,
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(y_pred == y_true)),
+        "macro_f1": float(np.mean(f1[occurring])),
+        "per_class": per_class,
+        "confusion_matrix": matrix.astype(int).tolist(),
+        "misclassified": [
+            {"index": int(i), "source": str(ev.sources[i]), "true": classes[y_true[i]],
+             "predicted": classes[y_pred[i]], "score": float(scores[i, y_pred[i]])}
+            for i in wrong
+        ],
+        "skipped": [{"source": str(source), "reason": str(reason)} for source, reason in ev.skipped],
+        "info": json.loads(json.dumps(ev.info, default=_plain)),
+        "histories": {str(phase): {str(k): [float(v) for v in values] for k, values in history.items()}
+                      for phase, history in ev.histories.items()},
+    }
+
+
+def _save(fig: Figure, path: Path) -> None:
+    # An explicit Agg canvas instead of pyplot: no display, no global figure state, safe inside a server.
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def _plot_confusion(report: dict, path: Path) -> None:
+    matrix = np.array(report["confusion_matrix"])
+    classes = report["classes"]
+    side = min(4 + 0.4 * len(classes), 20)
+    fig = Figure(figsize=(side + 1, side))
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ticks = range(len(classes))
+    # parse_math=False: a '$' in a class name must not be read as matplotlib mathtext.
+    ax.set_xticks(ticks, classes, rotation=90, parse_math=False)
+    ax.set_yticks(ticks, classes, parse_math=False)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix (accuracy {report['accuracy']:.3f})")
+    if len(classes) <= ANNOTATE_MAX_CLASSES:
+        threshold = matrix.max() / 2
+        for (row, col), count in np.ndenumerate(matrix):
+            ax.text(col, row, str(count), ha="center", va="center",
+                    color="white" if count > threshold else "black", fontsize=8)
+    _save(fig, path)
+
+
+def _plot_curves(phase: str, history: dict[str, list[float]], path: Path) -> None:
+    fig = Figure(figsize=(10, 4))
+    fig.suptitle(phase, parse_math=False)
+    for ax, metric in zip(fig.subplots(1, 2), CURVE_METRICS):
+        for key, name in ((metric, "train"), (f"val_{metric}", "val")):
+            values = history.get(key)
+            if values:
+                # Markers keep a one-epoch phase visible as a point rather than an invisible line.
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=name)
+        ax.set_title(metric)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.has_data():
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    _save(fig, path)
+
+
+def _decoded(data: bytes) -> np.ndarray | None:
+    """RGB pixels of encoded image bytes, or None if they do not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _plot_gallery(misclassified: list[dict], images: list[bytes], path: Path) -> None:
+    shown = misclassified[:GALLERY_MAX]
+    cols = min(6, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = Figure(figsize=(2 * cols, 2.2 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, item in zip(axes, shown):
+        pixels = _decoded(images[item["index"]])
+        # A blank grey tile keeps the title of an undecodable image visible instead of failing the whole report.
+        ax.imshow(pixels if pixels is not None else np.full((8, 8, 3), 220, np.uint8), interpolation="nearest")
+        ax.set_title(f"{item['true']} -> {item['predicted']} ({item['score']:.2f})", fontsize=8, parse_math=False)
+    _save(fig, path)
+
+
+def _md(value) -> str:
+    # A '|' or a line break inside a cell would split or end the Markdown table row.
+    return str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
+
+
+def _class_rows(report: dict) -> list[list]:
+    return [[c["label"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+            for c in report["per_class"]]
+
+
+def _misclassified_rows(report: dict) -> list[list]:
+    return [[m["source"], m["true"], m["predicted"], f"{m['score']:.3f}"]
+            for m in report["misclassified"][:MARKDOWN_MISCLASSIFIED_MAX]]
+
+
+def _more_misclassified(report: dict) -> str:
+    hidden = len(report["misclassified"]) - MARKDOWN_MISCLASSIFIED_MAX
+    return f"... and {hidden} more (all are listed in report.json)" if hidden > 0 else ""
+
+
+def _markdown(report: dict, plots: list[tuple[str, str]]) -> str:
+    """``plots`` are the (title, file name) of the figures shown before the lists; the gallery goes with its list."""
+    lines = ["# Evaluation report", ""]
+    if report["info"]:
+        lines += _md_table(["", "value"], [[key, value] for key, value in report["info"].items()]) + [""]
+    lines += [f"**Accuracy** {report['accuracy']:.4f} &nbsp; **Macro F1** {report['macro_f1']:.4f} "
+              f"&nbsp; **Test images** {report['n']}", "", "## Per class", ""]
+    lines += _md_table(["class", "precision", "recall", "F1", "support"], _class_rows(report)) + [""]
+    for title, name in plots:
+        lines += [f"## {_md(title)}", "", f"![{_md(title)}]({name})", ""]
+    lines += [f"## Misclassified ({len(report['misclassified'])})", ""]
+    if report["misclassified"]:
+        lines += [f"![Misclassified test images]({GALLERY_FILE})", ""]
+        lines += _md_table(["source", "true", "predicted", "score"], _misclassified_rows(report))
+        more = _more_misclassified(report)
+        lines += ["", more, ""] if more else [""]
+    else:
+        lines += ["No test image was misclassified.", ""]
+    lines += [f"## Skipped images ({len(report['skipped'])})", ""]
+    if report["skipped"]:
+        lines += _md_table(["source", "reason"], [[s["source"], s["reason"]] for s in report["skipped"]]) + [""]
+    else:
+        lines += ["No input image was skipped.", ""]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f0f0f0}img{max-width:100%}.metrics{font-size:1.2em}"""
+
+
+def _html(report: dict, plots: list[tuple[str, str]]) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>',
+             f"<style>{_CSS}</style></head><body>", "<h1>Evaluation report</h1>"]
+    if report["info"]:
+        parts.append(_html_table(["", "value"], [[key, value] for key, value in report["info"].items()]))
+    parts += [f'<p class="metrics"><strong>Accuracy</strong> {report["accuracy"]:.4f} &nbsp; '
+              f'<strong>Macro F1</strong> {report["macro_f1"]:.4f} &nbsp; '
+              f'<strong>Test images</strong> {report["n"]}</p>',
+              "<h2>Per class</h2>", _html_table(["class", "precision", "recall", "F1", "support"], _class_rows(report))]
+    for title, name in plots:
+        parts += [f"<h2>{e(title)}</h2>", f'<img src="{e(name)}" alt="{e(title)}">']
+    parts.append(f"<h2>Misclassified ({len(report['misclassified'])})</h2>")
+    if report["misclassified"]:
+        parts.append(f'<img src="{GALLERY_FILE}" alt="Misclassified test images">')
+        parts.append(_html_table(["source", "true", "predicted", "score"], _misclassified_rows(report)))
+        more = _more_misclassified(report)
+        if more:
+            parts.append(f"<p>{e(more)}</p>")
+    else:
+        parts.append("<p>No test image was misclassified.</p>")
+    parts.append(f"<h2>Skipped images ({len(report['skipped'])})</h2>")
+    if report["skipped"]:
+        parts.append(_html_table(["source", "reason"], [[s["source"], s["reason"]] for s in report["skipped"]]))
+    else:
+        parts.append("<p>No input image was skipped.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
+    """Write the report of ``ev`` into ``out_dir`` (created with its parents) and return it.
+
+    Files: ``report.json``, ``report.md``, ``report.html``, ``confusion_matrix.png``, ``curves_<phase>.png`` per
+    training phase in ``ev.histories`` and, if any image was misclassified, ``misclassified.png`` (up to 36 of
+    the most confident mistakes).  The returned dict is :func:`build_report`'s plus ``files``, the names written.
+    """
+    report = build_report(ev)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = [("Confusion matrix", "confusion_matrix.png")]
+    _plot_confusion(report, out / "confusion_matrix.png")
+    for phase, history in report["histories"].items():
+        name = f"curves_{_file_safe(phase)}.png"
+        _plot_curves(phase, history, out / name)
+        plots.append((f"Training curves: {phase}", name))
+    files = ["report.json", "report.md", "report.html"] + [name for _, name in plots]
+    if report["misclassified"]:
+        _plot_gallery(report["misclassified"], ev.images, out / GALLERY_FILE)
+        files.append(GALLERY_FILE)
+    (out / "report.md").write_text(_markdown(report, plots), encoding="utf-8")
+    (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
+    report["files"] = files
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few console lines: headline metrics, misclassified and skipped counts (skipped listed with reasons),
+    and up to 5 of the weakest classes by F1 among those that occur in the truth or the predictions."""
+    lines = [f"accuracy {report['accuracy']:.4f}   macro F1 {report['macro_f1']:.4f}   test images {report['n']}",
+             f"misclassified {len(report['misclassified'])}", f"skipped {len(report['skipped'])}"]
+    lines += [f"  {s['source']}: {s['reason']}" for s in report["skipped"]]
+    occurring = [c for c in report["per_class"] if c["support"] or c["predicted"]]
+    weakest = sorted(occurring, key=lambda c: c["f1"])[:5]
+    lines.append("weakest classes by F1: " + ", ".join(f"{c['label']} {c['f1']:.3f}" for c in weakest))
+    return lines
