@@ -1,0 +1,166 @@
+"""Composition root: settings -> repository -> runtime -> inference -> HTTP routes. No logic of its own.
+
+``create_app(settings)`` gives an ASGI app that plain uvicorn can run (the tests do); the BentoML service
+mounts the same app and drives its ``Runtime`` from BentoML's start-up and shutdown hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from service.codec.images import ImageLimits
+from service.core.errors import ServiceError
+from service.core.inference import InferenceService
+from service.core.served import BatchingSettings, ServedVersion
+from service.observability.metrics import Metrics
+from service.repository.config import load_model_config, specs_from_repository
+from service.repository.manager import ModelRepository
+from service.runtime import devices
+from service.runtime.savedmodel import LoadedModel
+from service.settings import Settings
+from service.transport.http import classify, tfserving, v2
+from service.transport.http.common import RequestAccounting, error_response
+
+log = logging.getLogger(__name__)
+
+
+def server_version() -> str:
+    try:
+        return version("tlserve")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class Runtime:
+    """Everything with a lifetime: started once, stopped once, shared by HTTP and gRPC."""
+
+    settings: Settings
+    metrics: Metrics
+    repository: ModelRepository
+    inference: InferenceService
+    started: bool = False
+
+    async def start(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.repository.start()
+
+    async def stop(self) -> None:
+        if self.started:
+            self.started = False
+            await self.repository.stop()
+
+    def ready(self) -> bool:
+        return self.repository.ready(require_all=self.settings.ready_when == "all")
+
+
+def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
+    """tlserve exports are served through ``pixels``, which TF Serving's warm-up records do not call."""
+    spec = model.signatures["pixels"].inputs["pixels"]
+    _, height, width, channels = spec.shape
+    for size in batch_sizes:
+        model.run("pixels", {"pixels": np.zeros((size, height, width, channels), np.uint8)})
+
+
+def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
+    """Wire the serving objects together from ``settings``."""
+    metrics = Metrics(registry)
+    device = devices.configure(devices.DeviceSettings(settings.gpu_memory_limit_mb or None,
+                                                      settings.intra_op_threads, settings.inter_op_threads))
+    batching = BatchingSettings(settings.max_batch_size, settings.batch_timeout_ms / 1000, settings.max_queue,
+                                settings.max_concurrent_batches)
+    limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
+
+    def on_batch(name: str, number: int, stats) -> None:
+        metrics.observe_batch(name, number, stats, 0)
+
+    def load(name: str, number: int, path: Path) -> ServedVersion:
+        model = LoadedModel(path, device)
+        model.warm_up()
+        served = ServedVersion(name, number, model, batching, limits, on_batch=on_batch)
+        if served.is_image_model:
+            _warm_pixels(model, tuple(sorted({1, settings.max_batch_size})))
+        return served
+
+    if settings.model_config_file:
+        config_file = settings.model_config_file
+
+        def specs():
+            return load_model_config(config_file)
+    else:
+        def specs():
+            return specs_from_repository(settings.model_repo)
+
+    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
+    return Runtime(settings, metrics, repository, InferenceService(repository, settings.request_timeout_s))
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,
+               manage_lifecycle: bool = True) -> FastAPI:
+    """The HTTP app. With ``manage_lifecycle`` its lifespan starts and stops the runtime (plain uvicorn);
+    BentoML passes False and drives the runtime from its own hooks."""
+    runtime = runtime or build_runtime(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        if manage_lifecycle:
+            await runtime.start()
+        yield
+        if manage_lifecycle:
+            await runtime.stop()
+
+    app = FastAPI(title="tlserve", version=server_version(), lifespan=lifespan,
+                  description="TF Serving REST, KServe V2 and /classify for fine-tuned image classifiers")
+    app.state.runtime = runtime
+    inference, limit = runtime.inference, settings.max_body_bytes
+    app.include_router(tfserving.build_router(inference, limit))
+    app.include_router(v2.build_router(inference, limit, server_version()))
+    app.include_router(classify.build_router(inference, limit))
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError):
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing_error(_request: Request, exc: StarletteHTTPException):
+        # Unknown paths and methods answer in the service's error shape too.
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception):
+        return error_response(exc)
+
+    # Under BentoML these three are BentoML's own routes (it answers them first, through the service's
+    # __is_alive__ / __is_ready__); they are here for plain uvicorn and the tests.
+    @app.get("/livez", include_in_schema=False)
+    async def livez():
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        ok = runtime.ready()
+        return PlainTextResponse("ready" if ok else "not ready", status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(generate_latest(runtime.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests)
+    return app

@@ -1,0 +1,320 @@
+"""KServe V2 / Open Inference Protocol REST bodies, with Triton's binary tensor data extension.
+
+A request body is JSON, optionally followed by raw tensor bytes; the ``Inference-Header-Content-Length`` header says
+where the JSON ends. Binary inputs carry ``parameters.binary_data_size`` and take their bytes from that tail in input
+order. Numeric tensors are raw little-endian, BOOL one byte per element, BYTES a sequence of 4-byte little-endian
+lengths each followed by that many bytes. Responses use the same layout for the outputs asked for as binary.
+
+Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ and
+https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from service.codec import dtypes
+from service.core.errors import InvalidInput
+
+_LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
+
+
+@dataclass
+class V2Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    parameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class V2Request:
+    id: str | None
+    inputs: list[V2Tensor]
+    outputs: list[dict]  # requested outputs as sent, e.g. {"name": "scores", "parameters": {"binary_data": True}}
+    parameters: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- BYTES elements
+
+def encode_bytes_elements(values: Sequence[bytes]) -> bytes:
+    """Length-prefixed encoding of BYTES elements: for each, a 4-byte little-endian length, then the bytes."""
+    parts = []
+    for value in values:
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        value = bytes(value)
+        parts.append(_LENGTH.pack(len(value)))
+        parts.append(value)
+    return b"".join(parts)
+
+
+def decode_bytes_elements(raw: bytes, count: int, *, what: str = "BYTES data") -> list[bytes]:
+    """Split length-prefixed BYTES data into exactly ``count`` elements that use up ``raw`` exactly.
+
+    ``what`` names the tensor in error messages (``InvalidInput``).
+    """
+    view = memoryview(raw)
+    out: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if len(out) == count:
+            raise InvalidInput(f"{what}: {len(view) - offset} bytes left after the expected {count} elements")
+        if offset + _LENGTH.size > len(view):
+            raise InvalidInput(f"{what}: truncated length prefix of element {len(out)}")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += _LENGTH.size
+        if offset + length > len(view):
+            raise InvalidInput(f"{what}: element {len(out)} claims {length} bytes but only "
+                               f"{len(view) - offset} remain")
+        out.append(bytes(view[offset:offset + length]))
+        offset += length
+    if len(out) != count:
+        raise InvalidInput(f"{what}: holds {len(out)} elements; the shape needs {count}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- requests
+
+def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
+    """Parse a V2 ``/infer`` request body into named numpy tensors.
+
+    ``header_length`` is the ``Inference-Header-Content-Length`` header (an int, or the header's text); ``None``
+    means the whole body is JSON. Every client mistake raises ``InvalidInput`` naming the field or tensor.
+    """
+    json_end = _json_end(body, header_length)
+    doc = _load_json(body[:json_end])
+    binary = memoryview(body)[json_end:]
+
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    parameters = _parameters(doc, "request")
+
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("'inputs' must be a non-empty list of tensors")
+
+    inputs: list[V2Tensor] = []
+    seen: set[str] = set()
+    offset = 0  # into the binary tail, consumed in input order
+    for index, raw in enumerate(raw_inputs):
+        name, dtype, shape, params = _tensor_header(raw, index)
+        if name in seen:
+            raise InvalidInput(f"duplicate input name '{name}'")
+        seen.add(name)
+
+        size = params.get("binary_data_size")
+        has_data = "data" in raw
+        if size is not None and has_data:
+            raise InvalidInput(f"input '{name}' has both 'data' and parameters.binary_data_size")
+        if size is None and not has_data:
+            raise InvalidInput(f"input '{name}' has neither 'data' nor parameters.binary_data_size")
+
+        if has_data:
+            data = _json_tensor(raw["data"], dtype, shape, name)
+        else:
+            if not _is_int(size) or size < 0:
+                raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
+            if header_length is None:
+                raise InvalidInput(f"input '{name}' has binary_data_size but the request has no "
+                                   "Inference-Header-Content-Length header")
+            if offset + size > len(binary):
+                raise InvalidInput(f"input '{name}': binary_data_size {size} runs past the end of the body "
+                                   f"({len(binary) - offset} binary bytes left)")
+            data = _binary_tensor(binary[offset:offset + size], dtype, shape, name)
+            offset += size
+        inputs.append(V2Tensor(name=name, datatype=dtype.name, shape=shape, data=data, parameters=params))
+
+    if offset != len(binary):
+        raise InvalidInput(f"the body has {len(binary)} bytes of binary tensor data but the inputs' "
+                           f"binary_data_size add up to {offset}")
+    return V2Request(id=request_id, inputs=inputs, outputs=_requested_outputs(doc), parameters=parameters)
+
+
+def binary_output_names(request: V2Request, output_names: Iterable[str]) -> set[str]:
+    """Which of ``output_names`` the client wants as binary data.
+
+    Per Triton's extension: an output's own ``parameters.binary_data`` decides; otherwise the request's
+    ``parameters.binary_data_output`` (default false).
+    """
+    default = request.parameters.get("binary_data_output") is True
+    asked = {o["name"]: (o.get("parameters") or {}).get("binary_data") for o in request.outputs}
+    chosen = set()
+    for name in output_names:
+        choice = asked.get(name)
+        if (choice is True) if choice is not None else default:
+            chosen.add(name)
+    return chosen
+
+
+def _json_end(body: bytes, header_length: int | str | None) -> int:
+    if header_length is None:
+        return len(body)
+    if isinstance(header_length, str):
+        text = header_length.strip()
+        if not text.isdigit():  # also refuses "-1", "+5" and "1.5"
+            raise InvalidInput(f"Inference-Header-Content-Length must be a non-negative integer, "
+                               f"got {header_length!r}")
+        header_length = int(text)
+    if not _is_int(header_length):
+        raise InvalidInput(f"Inference-Header-Content-Length must be an integer, got {header_length!r}")
+    if header_length < 0:
+        raise InvalidInput(f"Inference-Header-Content-Length must not be negative, got {header_length}")
+    if header_length > len(body):
+        raise InvalidInput(f"Inference-Header-Content-Length {header_length} exceeds the body length {len(body)}")
+    return header_length
+
+
+def _load_json(raw: bytes) -> dict:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("request body must be a JSON object")
+    return doc
+
+
+def _parameters(obj: dict, where: str) -> dict:
+    params = obj.get("parameters", {})
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: 'parameters' must be a JSON object")
+    return params
+
+
+def _tensor_header(raw: Any, index: int) -> tuple[str, dtypes.DType, list[int], dict]:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"inputs[{index}] must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"inputs[{index}]: 'name' is missing or not a non-empty string")
+    datatype = raw.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidInput(f"input '{name}': 'datatype' is missing or not a string")
+    try:
+        dtype = dtypes.by_v2(datatype)
+    except InvalidInput as exc:
+        raise InvalidInput(f"input '{name}': {exc.message}") from None
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
+    return name, dtype, shape, _parameters(raw, f"input '{name}'")
+
+
+def _json_tensor(values: Any, dtype: dtypes.DType, shape: list[int], name: str) -> np.ndarray:
+    # to_numpy checks every element against the dtype (BYTES: strings, utf-8 encoded) and the count against shape.
+    return dtypes.to_numpy(values, dtype, shape, where=f"input '{name}'")
+
+
+def _binary_tensor(raw: memoryview, dtype: dtypes.DType, shape: list[int], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if dtype.name == "BYTES":
+        elements = decode_bytes_elements(raw, count, what=f"input '{name}'")
+        array = np.empty(count, dtype=object)
+        array[:] = elements  # slice assignment keeps each element a bytes object (np.array would make 'S')
+        return array.reshape(shape)
+    itemsize = 1 if dtype.name == "BOOL" else dtype.numpy.itemsize
+    if len(raw) != count * itemsize:
+        raise InvalidInput(f"input '{name}': {len(raw)} bytes of binary data, but shape {shape} of "
+                           f"{dtype.name} needs {count * itemsize}")
+    if dtype.name == "BOOL":
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if np.any(octets > 1):
+            raise InvalidInput(f"input '{name}': BOOL binary data must be bytes 0 or 1")
+        return octets.astype(np.bool_).reshape(shape)
+    # The wire is little-endian whatever the host; astype copies, so the array is writable and owns its memory.
+    wire = dtype.numpy.newbyteorder("<")
+    return np.frombuffer(raw, dtype=wire).astype(dtype.numpy).reshape(shape)
+
+
+def _requested_outputs(doc: dict) -> list[dict]:
+    outputs = doc.get("outputs", [])
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list):
+        raise InvalidInput("'outputs' must be a list")
+    seen: set[str] = set()
+    for index, out in enumerate(outputs):
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str) or not out["name"]:
+            raise InvalidInput(f"outputs[{index}] must be an object with a non-empty 'name'")
+        if out["name"] in seen:
+            raise InvalidInput(f"duplicate requested output '{out['name']}'")
+        seen.add(out["name"])
+        _parameters(out, f"output '{out['name']}'")
+    return outputs
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
+
+
+# --------------------------------------------------------------------------------------------------------- responses
+
+def encode_infer_response(model_name: str, model_version: str | None, outputs: dict[str, np.ndarray], *,
+                          request_id: str | None, binary_outputs: set[str]) -> tuple[bytes, int | None]:
+    """Encode a V2 ``/infer`` response; returns ``(body, header_length)``.
+
+    Outputs named in ``binary_outputs`` (and BYTES outputs that are not valid utf-8, which JSON cannot carry) go after
+    the JSON as binary data with ``parameters.binary_data_size``; then ``header_length`` is the JSON's length, to send
+    as ``Inference-Header-Content-Length``. Without binary outputs it is ``None``.
+    """
+    doc: dict[str, Any] = {"model_name": model_name}
+    if model_version is not None:
+        doc["model_version"] = model_version
+    if request_id is not None:
+        doc["id"] = request_id
+    entries, tail = [], []
+    for name, value in outputs.items():
+        array, dtype = _output_array(value)
+        entry: dict[str, Any] = {"name": name, "datatype": dtype.name, "shape": list(array.shape)}
+        data = None if name in binary_outputs else _json_data(array, dtype)
+        if data is None:
+            raw = _binary_data(array, dtype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            tail.append(raw)
+        else:
+            entry["data"] = data
+        entries.append(entry)
+    doc["outputs"] = entries
+    head = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    if not tail:
+        return head, None
+    return head + b"".join(tail), len(head)
+
+
+def _output_array(value: Any) -> tuple[np.ndarray, dtypes.DType]:
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":  # TF hands strings back as object arrays of bytes; numpy may use 'S' or 'U'
+        flat = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.ravel().tolist()]
+        strings = np.empty(len(flat), dtype=object)
+        strings[:] = flat
+        return strings.reshape(array.shape), dtypes.by_v2("BYTES")
+    return array, dtypes.by_numpy(array.dtype)
+
+
+def _json_data(array: np.ndarray, dtype: dtypes.DType) -> list | None:
+    """Flat row-major JSON values, or None when JSON cannot carry them (BYTES that are not utf-8)."""
+    if dtype.name == "BYTES":
+        try:
+            return [v.decode("utf-8") for v in array.ravel().tolist()]
+        except UnicodeDecodeError:
+            return None
+    return dtypes.to_json_value(array.ravel(), bytes_as_b64=False)
+
+
+def _binary_data(array: np.ndarray, dtype: dtypes.DType) -> bytes:
+    if dtype.name == "BYTES":
+        return encode_bytes_elements(array.ravel().tolist())
+    if dtype.name == "BOOL":
+        return array.astype(np.uint8).tobytes()
+    return np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()

@@ -1,0 +1,191 @@
+"""A model version that serves: its loaded model, its batchers, and how requests reach them.
+
+Two paths, as DESIGN.md says:
+- a tlserve export (it has ``preprocess`` and ``pixels``): every image is checked and decoded on its own
+  (in a worker thread, so one bad image fails only its own request), then the pixels of all requests
+  share one batcher on ``pixels``. ``serving_default`` and ``classify`` requests take this path too, so
+  every transport and signature of one version feeds one queue;
+- any other SavedModel: requests are split into rows per named input and rows are batched per signature
+  (a failing batch is retried row by row by the batcher); signatures without a batch dimension run alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from service.batching.batcher import BatchStats, DynamicBatcher
+from service.codec.images import ImageLimits, inspect_image
+from service.core.errors import InternalError, InvalidInput, NotFound
+from service.core.tensors import SignatureInfo
+from service.runtime.savedmodel import LoadedModel
+
+CLASS_NAMES_FILE = "assets/labels.txt"
+IMAGE_SIGNATURES = ("serving_default", "classify")
+EXAMPLE_IMAGE_KEY = "image/encoded"
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    max_batch_size: int = 32
+    batch_timeout_s: float = 0.002
+    max_queue: int = 256
+    max_concurrent_batches: int = 1
+
+
+class ServedVersion:
+    """One loaded version of a model; created off the event loop, used on it."""
+
+    def __init__(self, name: str, number: int, model: LoadedModel, batching: BatchingSettings,
+                 image_limits: ImageLimits = ImageLimits(),
+                 on_batch: Callable[[str, int, BatchStats], None] | None = None):
+        self.name, self.number, self.model = name, number, model
+        self.path: Path = model.path
+        self.batching = batching
+        self.image_limits = image_limits
+        self._on_batch = on_batch
+        labels_file = self.path / CLASS_NAMES_FILE
+        self.class_names: list[str] | None = labels_file.read_text().splitlines() if labels_file.is_file() else None
+        self.is_image_model = {"preprocess", "pixels"} <= set(model.signatures)
+        self._batchers: dict[str, DynamicBatcher] = {}
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Count a request in; the version is not unloaded while any is in flight."""
+        self._in_flight += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def drain_and_stop(self) -> None:
+        """Wait for in-flight requests, then stop the batchers (queued work finishes first)."""
+        await self._idle.wait()
+        for batcher in self._batchers.values():
+            await batcher.stop()
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(b.queue_depth for b in self._batchers.values())
+
+    # -- requests ------------------------------------------------------------------------------------
+    async def predict(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None,
+                      output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Named inputs through ``signature``; named outputs (all, or those in ``output_filter``)."""
+        info = self.model.signature(signature)
+        if self.is_image_model and signature in IMAGE_SIGNATURES:
+            images = self._images_from(signature, info, inputs)
+            outputs = await self.classify_images(images, deadline=deadline)
+        elif info.batchable:
+            outputs = await self._batched(signature, info, inputs, deadline)
+        else:
+            outputs = await asyncio.to_thread(self.model.run, signature, inputs)
+        return _filtered(outputs, output_filter, signature)
+
+    async def classify_images(self, images: list[bytes], *, deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Encoded images -> ``scores`` and ``classes`` of a tlserve export, through the shared pixels queue."""
+        if not images:
+            raise InvalidInput("no images in the request")
+        pixels = await asyncio.gather(*(self._decode(i, image) for i, image in enumerate(images)))
+        rows = await self._batcher("pixels").submit([{"pixels": p} for p in pixels], deadline=deadline)
+        return _stack_rows(rows)
+
+    async def _decode(self, index: int, image: bytes) -> np.ndarray:
+        try:
+            inspect_image(image, self.image_limits)
+            out = await asyncio.to_thread(self.model.run, "preprocess", {"image": np.array(image, dtype=object)})
+        except InvalidInput as exc:
+            raise type(exc)(f"image {index}: {exc.message}") from exc
+        return out["pixels"]
+
+    def _images_from(self, signature: str, info: SignatureInfo, inputs: dict[str, np.ndarray]) -> list[bytes]:
+        (key,) = info.inputs  # tlserve's image signatures have exactly one input
+        if set(inputs) != {key}:
+            raise InvalidInput(f"signature '{signature}' takes one input '{key}', got {sorted(inputs)}")
+        values = np.asarray(inputs[key])
+        if values.dtype != object or values.ndim != 1:
+            raise InvalidInput(f"input '{key}' must be a 1-D tensor of encoded images (bytes)")
+        if signature == "classify":
+            return [_image_from_example(v) for v in values]
+        return [bytes(v) for v in values]
+
+    async def _batched(self, signature, info: SignatureInfo, inputs, deadline) -> dict[str, np.ndarray]:
+        sizes = {name: np.shape(value)[0] if np.ndim(value) else None for name, value in inputs.items()}
+        if set(inputs) != set(info.inputs):
+            raise InvalidInput(f"signature '{signature}' takes inputs {sorted(info.inputs)}, got {sorted(inputs)}")
+        if None in sizes.values() or len(set(sizes.values())) != 1:
+            raise InvalidInput(f"inputs must share one batch dimension, got sizes {sizes}")
+        (n,) = set(sizes.values())
+        rows = [{name: value[i] for name, value in inputs.items()} for i in range(n)]
+        return _stack_rows(await self._batcher(signature).submit(rows, deadline=deadline))
+
+    def _batcher(self, signature: str) -> DynamicBatcher:
+        batcher = self._batchers.get(signature)
+        if batcher is None:
+            async def run(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+                return await asyncio.to_thread(self._run_rows, signature, rows)
+
+            def stats(s: BatchStats) -> None:
+                if self._on_batch:
+                    self._on_batch(self.name, self.number, s)
+
+            b = self.batching
+            batcher = DynamicBatcher(run, max_batch_size=b.max_batch_size, batch_timeout_s=b.batch_timeout_s,
+                                     max_queue=b.max_queue, max_concurrent_batches=b.max_concurrent_batches,
+                                     on_batch=stats)
+            batcher.start()
+            self._batchers[signature] = batcher
+        return batcher
+
+    def _run_rows(self, signature: str, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        try:
+            stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+        except ValueError as exc:
+            raise InvalidInput(f"rows of different shapes cannot be batched: {exc}") from exc
+        outputs = self.model.run(signature, stacked)
+        n = len(rows)
+        if any(np.ndim(v) == 0 or np.shape(v)[0] != n for v in outputs.values()):
+            raise InternalError(f"signature '{signature}' did not return one output row per input row")
+        return [{name: value[i] for name, value in outputs.items()} for i in range(n)]
+
+
+def _stack_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+
+
+def _filtered(outputs: dict[str, np.ndarray], wanted: list[str] | None, signature: str) -> dict[str, np.ndarray]:
+    if not wanted:
+        return outputs
+    unknown = [name for name in wanted if name not in outputs]
+    if unknown:
+        raise InvalidInput(f"unknown output {unknown}; signature '{signature}' has {sorted(outputs)}")
+    return {name: outputs[name] for name in wanted}
+
+
+def _image_from_example(serialized) -> bytes:
+    from tensorflow.core.example import example_pb2
+
+    try:
+        example = example_pb2.Example.FromString(bytes(serialized))
+    except Exception as exc:  # protobuf raises DecodeError, a plain Exception subclass
+        raise InvalidInput(f"not a serialized tf.Example: {exc}") from exc
+    values = example.features.feature[EXAMPLE_IMAGE_KEY].bytes_list.value
+    if len(values) != 1:
+        raise InvalidInput(f"each tf.Example needs exactly one '{EXAMPLE_IMAGE_KEY}' bytes value")
+    return values[0]
+
+
+def ensure_model_name(name: str) -> str:
+    """Model names are plain identifiers: a name such as '../x' is NotFound, never a path."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise NotFound(f"model '{name}' not found")
+    return name

@@ -1,0 +1,62 @@
+"""Every Prometheus metric of the service, in one class over one registry.
+
+Under BentoML the registry is prometheus_client's default one, in multiprocess mode (BentoML sets
+``PROMETHEUS_MULTIPROC_DIR`` before the worker imports the service), so these metrics appear on
+BentoML's own ``/metrics`` beside its ``bentoml_service_*`` ones; gauges therefore carry a
+``multiprocess_mode``. Tests pass a fresh ``CollectorRegistry``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from service.batching.batcher import BatchStats
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MODEL_STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY):
+        self.registry = registry
+        request_labels = ("model", "version", "protocol", "api", "code")
+        self.requests = Counter("tlserve_requests", "Requests answered", request_labels, registry=registry)
+        self.request_latency = Histogram("tlserve_request_latency_seconds", "Request latency, receipt to answer",
+                                         request_labels, buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_wait = Histogram("tlserve_queue_wait_seconds", "Time an item waited in the batch queue",
+                                    ("model", "version"), buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram("tlserve_batch_size", "Items per executed batch", ("model", "version"),
+                                    buckets=BATCH_BUCKETS, registry=registry)
+        self.batch_execution = Histogram("tlserve_batch_execution_seconds", "Model execution time per batch",
+                                         ("model", "version"), buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_depth = Gauge("tlserve_queue_depth", "Items waiting in the batch queues", ("model", "version"),
+                                 multiprocess_mode="livesum", registry=registry)
+        self.model_state = Gauge("tlserve_model_state", "1 for the state each model version is in",
+                                 ("model", "version", "state"), multiprocess_mode="livemax", registry=registry)
+        self.model_load = Histogram("tlserve_model_load_seconds", "Load and warm-up time of a model version",
+                                    ("model",), buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+                                    registry=registry)
+        self.model_loads = Counter("tlserve_model_loads", "Model versions loaded (or failed to)",
+                                   ("model", "version", "result"), registry=registry)
+
+    def observe_request(self, model: str, version: str, protocol: str, api: str, code: str, seconds: float) -> None:
+        labels = (model or "", version or "", protocol, api, code)
+        self.requests.labels(*labels).inc()
+        self.request_latency.labels(*labels).observe(seconds)
+
+    def observe_batch(self, model: str, version: int, stats: BatchStats, queue_depth: int) -> None:
+        labels = (model, str(version))
+        self.batch_size.labels(*labels).observe(stats.size)
+        self.batch_execution.labels(*labels).observe(stats.run_s)
+        for wait in stats.queue_waits_s:
+            self.queue_wait.labels(*labels).observe(wait)
+        self.queue_depth.labels(*labels).set(queue_depth)
+
+    def model_event(self, kind: str, model: str, version: int, state: str, seconds: float) -> None:
+        """Called by the repository on every load, failure and unload."""
+        for s in MODEL_STATES:
+            self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+        if kind in ("loaded", "load_failed"):
+            self.model_load.labels(model).observe(seconds)
+            self.model_loads.labels(model, str(version), "ok" if kind == "loaded" else "failed").inc()

@@ -1,0 +1,182 @@
+"""Which models to serve, and which of their versions: TF Serving's ``ModelServerConfig`` or a plain directory scan.
+
+Pure logic: nothing here touches a SavedModel. The loader pairs each ``ModelSpec`` with ``discovery.scan_versions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+log = logging.getLogger(__name__)
+
+# A model name becomes a directory name and a URL path segment, so it must not be able to climb out of either.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_POLICY_KINDS = ("latest", "all", "specific")
+
+
+class ConfigError(ValueError):
+    """A model configuration that cannot be served; the message names the file, the problem and the fix."""
+
+
+def valid_model_name(name: str) -> bool:
+    """True when ``name`` can be a model name (one safe path segment, not hidden)."""
+    return _NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """TF Serving's ``model_version_policy``: the ``count`` newest, all, or a fixed list of versions."""
+
+    kind: str = "latest"
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in _POLICY_KINDS:
+            raise ValueError(f"version policy kind must be one of {_POLICY_KINDS}, not {self.kind!r}")
+        if self.kind == "latest" and self.count < 1:
+            raise ValueError(f"a latest policy keeps at least one version, not {self.count}")
+        # Normalised so that equal policies compare equal whatever order the config listed them in.
+        object.__setattr__(self, "versions", tuple(sorted({int(v) for v in self.versions})))
+
+    def select(self, available: Iterable[int]) -> set[int]:
+        """The versions to serve out of ``available``; a ``specific`` version that is absent is simply not selected."""
+        available = set(available)
+        if self.kind == "latest":
+            return set(sorted(available)[-self.count:])
+        if self.kind == "all":
+            return available
+        return available.intersection(self.versions)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to serve: its name, where its version directories live, its version policy and labels."""
+
+    name: str
+    base_path: Path
+    policy: VersionPolicy = VersionPolicy("latest", 1)
+    labels: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "base_path", Path(self.base_path))
+        # A read-only copy: a spec is shared between the reloader and request handlers.
+        object.__setattr__(self, "labels", MappingProxyType({str(k): int(v) for k, v in self.labels.items()}))
+
+
+def parse_model_config(text: str, *, relative_to: Path | None = None, source: str = "<model config>") -> list[ModelSpec]:
+    """Parse a TF Serving ``ModelServerConfig`` text proto into specs, in file order.
+
+    Relative ``base_path`` values are resolved against ``relative_to`` when it is given; ``source`` only names the
+    file in error messages. Raises ``ConfigError`` for anything TF Serving would refuse or tlserve cannot serve.
+    """
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"{source}: not a valid ModelServerConfig text proto: {exc}. Fix the syntax, e.g. "
+                          'model_config_list { config { name: "m" base_path: "/models/m" } }') from exc
+    which = config.WhichOneof("config")
+    if which == "custom_model_config":
+        raise ConfigError(f"{source}: custom_model_config is not supported; list the models in model_config_list")
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    for index, model in enumerate(config.model_config_list.config):  # empty when no config is set: serve nothing
+        spec = _spec_from_proto(model, index, relative_to, source)
+        if spec.name in seen:
+            raise ConfigError(f"{source}: model {spec.name!r} is configured twice; give each config a unique name")
+        seen.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+def load_model_config(path: str | Path) -> list[ModelSpec]:
+    """Read and parse a ``ModelServerConfig`` file; relative base paths are taken from the file's own directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the model config file ({exc}); check the --model-config-file path")
+    return parse_model_config(text, relative_to=path.parent, source=str(path))
+
+
+def specs_from_repository(root: str | Path) -> list[ModelSpec]:
+    """One spec (latest version) per model directory under ``root``, sorted by name, when there is no config file.
+
+    Hidden directories and names that cannot be model names are skipped (logged); files are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: model repository does not exist or is not a directory; "
+                          "create it or point --model-repo at the directory holding <name>/<version>/")
+    specs = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if not valid_model_name(entry.name):
+            log.warning("ignoring %s: %r is not a valid model name", entry, entry.name)
+            continue
+        specs.append(ModelSpec(entry.name, entry))
+    return specs
+
+
+def _spec_from_proto(model, index: int, relative_to: Path | None, source: str) -> ModelSpec:
+    """One ``ModelConfig`` message -> ``ModelSpec``, with every check that can be made without the file system."""
+    where = f"{source}: config #{index + 1}" + (f" ({model.name!r})" if model.name else "")
+    if not valid_model_name(model.name):
+        raise ConfigError(f"{where}: name {model.name!r} is not a valid model name; use letters, digits, '_', '.' "
+                          "and '-', starting with a letter or digit (no '/', no '..')")
+    if not model.base_path:
+        raise ConfigError(f"{where}: base_path is missing; set it to the directory holding the version directories")
+    if "://" in model.base_path:
+        # TF Serving reads gs:// or s3:// through TF's file systems; tlserve only scans local directories.
+        raise ConfigError(f"{where}: base_path {model.base_path!r} is a URL; only local directories are supported, "
+                          "so copy or mount the model locally")
+    if model.model_platform not in ("", "tensorflow"):
+        raise ConfigError(f"{where}: model_platform {model.model_platform!r} is not supported; "
+                          'use "tensorflow" or leave it out')
+    if model.model_type == model_server_config_pb2.OTHER:
+        raise ConfigError(f"{where}: model_type OTHER is not supported; remove model_type (it is deprecated)")
+    base_path = Path(model.base_path)
+    if relative_to is not None and not base_path.is_absolute():
+        base_path = Path(relative_to) / base_path
+    policy = _policy_from_proto(model.model_version_policy, where)
+    labels = dict(model.version_labels)
+    for label, version in labels.items():
+        if not label:
+            raise ConfigError(f"{where}: a version label has an empty name; give every label a name")
+        if version < 0:
+            raise ConfigError(f"{where}: label {label!r} points at version {version}; versions are not negative")
+        # TF Serving refuses a label for a version it will not load. Under latest/all that depends on which
+        # directories exist at run time, so only a specific policy can be checked here.
+        if policy.kind == "specific" and version not in policy.versions:
+            raise ConfigError(f"{where}: label {label!r} points at version {version}, which the specific version "
+                              f"policy {list(policy.versions)} never loads; add it to the policy or fix the label")
+    return ModelSpec(model.name, base_path, policy, labels)
+
+
+def _policy_from_proto(proto, where: str) -> VersionPolicy:
+    """``ServableVersionPolicy`` -> ``VersionPolicy``; no policy at all means TF Serving's default, the latest one."""
+    choice = proto.WhichOneof("policy_choice")
+    if choice == "all":
+        return VersionPolicy("all")
+    if choice == "specific":
+        versions = tuple(proto.specific.versions)
+        if not versions:
+            raise ConfigError(f"{where}: the specific version policy lists no versions; add versions: N lines "
+                              "or use latest {}")
+        if any(v < 0 for v in versions):
+            raise ConfigError(f"{where}: the specific version policy lists a negative version {list(versions)}; "
+                              "version numbers are the non-negative integer directory names")
+        return VersionPolicy("specific", versions=versions)
+    # latest {} or latest { num_versions: 0 } means one, as in TF Serving.
+    count = proto.latest.num_versions if choice == "latest" else 0
+    return VersionPolicy("latest", max(count, 1))

@@ -1,0 +1,124 @@
+"""Version directories on disk: which exist, whether one looks completely copied, and when its files changed.
+
+Nothing here loads a model; these checks run before the loader so that a half-copied version is never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# ASCII digits only: str.isdigit() would also accept '²' or '٣', which TF Serving does not treat as versions.
+_VERSION_NAME = re.compile(r"[0-9]+")
+_MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving's protos
+_SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)")
+
+
+@dataclass(frozen=True)
+class VersionDir:
+    """A version directory: its number and its path exactly as found (``.../00000123``, never rebuilt)."""
+
+    number: int
+    path: Path
+
+
+def scan_versions(base_path: Path) -> dict[int, VersionDir]:
+    """The integer-named sub-directories of ``base_path`` by version number.
+
+    Hidden and non-integer names (``.tmp-3-ab12``, ``tmp``, ``1a``) are ignored, as TF Serving ignores them. When
+    two names mean one number (``7`` and ``007``) the shortest name (then the smallest string) wins, with a warning.
+    A missing ``base_path`` gives ``{}``: the model simply has no versions yet.
+    """
+    base_path = Path(base_path)
+    try:
+        entries = sorted(os.scandir(base_path), key=lambda e: (len(e.name), e.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    found: dict[int, VersionDir] = {}
+    for entry in entries:
+        if not _VERSION_NAME.fullmatch(entry.name) or not entry.is_dir():
+            continue
+        number = int(entry.name)
+        if number > _MAX_VERSION:
+            log.warning("ignoring %s: version number does not fit in int64", entry.path)
+            continue
+        if number in found:
+            # Entries are sorted, so the one already kept is the deterministic winner.
+            log.warning("version %d of %s: ignoring %r, %r has the same number", number, base_path, entry.name,
+                        found[number].path.name)
+            continue
+        found[number] = VersionDir(number, base_path / entry.name)
+    return dict(sorted(found.items()))
+
+
+def version_problem(path: Path) -> str | None:
+    """Why the version directory ``path`` does not look complete yet, or ``None`` when it does.
+
+    A cheap file-level check, not a load: a graph file must be present and non-empty, and when ``variables/``
+    holds files, ``variables.index`` and every ``variables.data-XXXXX-of-NNNNN`` shard must be there.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return f"{path} is not a directory"
+    graph = next((path / n for n in ("saved_model.pb", "saved_model.pbtxt") if (path / n).is_file()), None)
+    if graph is None:
+        return f"no saved_model.pb or saved_model.pbtxt in {path}"
+    if graph.stat().st_size == 0:
+        return f"{graph} is empty (still being copied?)"
+    variables = path / "variables"
+    if not variables.is_dir():
+        return None  # some SavedModels have no variables at all
+    return _variables_problem(variables)
+
+
+def _variables_problem(variables: Path) -> str | None:
+    """The checkpoint in ``variables/`` is missing its index or a data shard."""
+    names = {p.name for p in variables.iterdir()}
+    if not names:
+        # TF1's SavedModelBuilder leaves an empty variables/ for a model without variables, and TF loads it. A
+        # half-copied model that does have variables fails to load instead (no checkpoint to restore), so
+        # accepting this is safe; the loader retries once content_stamp changes.
+        return None
+    index = variables / "variables.index"
+    if "variables.index" not in names:
+        return f"{variables} has no variables.index (still being copied?)"
+    if index.stat().st_size == 0:
+        return f"{index} is empty (still being copied?)"
+    totals = {int(m.group(2)) for n in names if (m := _SHARD.fullmatch(n))}
+    if not totals:
+        return f"{variables} has variables.index but no variables.data-* shard (still being copied?)"
+    if len(totals) > 1:
+        return f"{variables} mixes shards of different checkpoints (of-{sorted(totals)}); re-export the version"
+    total = totals.pop()
+    missing = [i for i in range(total) if f"variables.data-{i:05d}-of-{total:05d}" not in names]
+    if missing:
+        return (f"{variables} is missing {len(missing)} of {total} data shards, e.g. "
+                f"variables.data-{missing[0]:05d}-of-{total:05d} (still being copied?)")
+    return None
+
+
+def content_stamp(path: Path) -> tuple:
+    """A cheap fingerprint of a version directory: sorted relative paths with size and mtime_ns.
+
+    It changes when a file is added, removed, grows or is rewritten, so a version that failed to load is retried
+    once its files change (e.g. a copy that finishes late). Directories appear too, with size and mtime 0, so that
+    a new empty ``variables/`` counts as a change. A missing ``path`` gives ``()``.
+    """
+    root = Path(path)
+    stamp = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in dirnames:
+            stamp.append(((rel_dir / name).as_posix() + "/", 0, 0))
+        for name in filenames:
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except FileNotFoundError:  # removed while we walked: the next stamp will differ anyway
+                continue
+            stamp.append(((rel_dir / name).as_posix(), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(stamp))

@@ -1,0 +1,223 @@
+"""The live model repository: which versions are loaded, loading and unloading them, hot reload.
+
+Each poll compares what the configuration and the disk ask for with what is loaded:
+- a wanted version that is not loaded is loaded and warmed up in a worker thread, and becomes visible to
+  requests only once ready (one dict assignment on the event loop: the switch is atomic);
+- a loaded version that is no longer wanted (removed from disk, or past the version policy once a newer
+  one is ready) leaves the lookup at once and is unloaded when its in-flight requests have finished;
+- a version that looks incomplete or fails to load is never served; the previous version keeps serving,
+  the error is kept in its status, and loading is tried again only when the version's files change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from service.core.errors import NotFound, Unavailable
+from service.core.served import ServedVersion
+from service.repository.config import ModelSpec
+from service.repository.discovery import content_stamp, scan_versions, version_problem
+
+log = logging.getLogger(__name__)
+
+# TF Serving's version states, as GetModelStatus reports them.
+LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass
+class VersionStatus:
+    number: int
+    path: Path
+    state: str
+    error: str = ""
+    stamp: tuple = ()
+    changed_at: float = field(default_factory=time.time)
+
+
+Loader = Callable[[str, int, Path], ServedVersion]  # blocking: runs in a worker thread
+
+
+class ModelRepository:
+    def __init__(self, specs: Callable[[], list[ModelSpec]], loader: Loader, *, poll_interval_s: float = 2.0,
+                 on_event: Callable[[str, str, int, str, float], None] | None = None):
+        """``specs`` is called at every poll (a config file may change); ``on_event(kind, model, version,
+        state, seconds)`` reports loads, failures and unloads to metrics and logs."""
+        self._specs_source = specs
+        self._loader = loader
+        self.poll_interval_s = poll_interval_s
+        self._on_event = on_event or (lambda *args: None)
+        self._specs: dict[str, ModelSpec] = {}
+        self._served: dict[str, dict[int, ServedVersion]] = {}
+        self._status: dict[str, dict[int, VersionStatus]] = {}
+        self._sync_lock = asyncio.Lock()
+        self._poller: asyncio.Task | None = None
+        self._unloads: set[asyncio.Task] = set()
+        self._unloaded_by_request: set[str] = set()  # V2 repository 'unload': kept out until 'load'
+
+    # -- lookups (event loop, no awaits: always a consistent view) ---------------------------------
+    def model_names(self) -> list[str]:
+        return sorted(set(self._specs) | set(self._served))
+
+    def spec(self, name: str) -> ModelSpec:
+        if name not in self._specs:
+            raise NotFound(f"model '{name}' not found")
+        return self._specs[name]
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
+        """The version a request should use: the given number, the label's, or the newest available."""
+        spec = self.spec(name)
+        served = self._served.get(name, {})
+        if label is not None:
+            if label not in spec.labels:
+                raise NotFound(f"model '{name}' has no version label '{label}'")
+            version = spec.labels[label]
+        if version is not None:
+            if version in served:
+                return served[version]
+            if version in self._status.get(name, {}) and self._status[name][version].state == LOADING:
+                raise Unavailable(f"model '{name}' version {version} is loading", retry_after_s=1.0)
+            raise NotFound(f"model '{name}' version {version} not found")
+        if not served:
+            raise Unavailable(f"model '{name}' has no version ready", retry_after_s=1.0)
+        return served[max(served)]
+
+    def statuses(self, name: str) -> list[VersionStatus]:
+        """Every version this server knows of for ``name``, newest first."""
+        self.spec(name)
+        return sorted(self._status.get(name, {}).values(), key=lambda s: -s.number)
+
+    def ready(self, require_all: bool = True) -> bool:
+        """All configured models (or any, when ``require_all`` is False) have a version available."""
+        have = [bool(self._served.get(name)) for name in self._specs]
+        return bool(have) and (all(have) if require_all else any(have))
+
+    def ready_model(self, name: str) -> bool:
+        return bool(self._served.get(name))
+
+    async def load(self, name: str) -> None:
+        """Bring ``name`` back after an unload, or pick up its new versions now."""
+        self.spec(name)
+        self._unloaded_by_request.discard(name)
+        await self.sync()
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name`` (after in-flight requests) until ``load`` is called."""
+        self.spec(name)
+        self._unloaded_by_request.add(name)
+        await self.sync()
+
+    def served_versions(self) -> list[ServedVersion]:
+        return [v for versions in self._served.values() for v in versions.values()]
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load what is wanted now, then keep polling."""
+        await self.sync()
+        if self.poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        for name in list(self._served):
+            for number in list(self._served[name]):
+                self._retire(name, number)
+        await asyncio.gather(*self._unloads, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.sync()
+            except Exception:  # noqa: BLE001 - a bad poll must not end polling
+                log.exception("model repository poll failed")
+
+    async def sync(self) -> None:
+        """One reconciliation of wanted and loaded versions (also the 'reload now' action)."""
+        async with self._sync_lock:
+            self._specs = {spec.name: spec for spec in self._specs_source()}
+            for name in list(self._served):
+                if name not in self._specs or name in self._unloaded_by_request:
+                    for number in list(self._served[name]):
+                        self._retire(name, number)
+            await asyncio.gather(*(self._sync_model(spec) for spec in self._specs.values()
+                                   if spec.name not in self._unloaded_by_request))
+
+    async def _sync_model(self, spec: ModelSpec) -> None:
+        status = self._status.setdefault(spec.name, {})
+        served = self._served.setdefault(spec.name, {})
+        found = scan_versions(spec.base_path)
+        candidates = {}
+        for number, entry in found.items():
+            known = status.get(number)
+            if number in served:
+                candidates[number] = entry
+                continue
+            stamp = content_stamp(entry.path)
+            if known and known.error and known.stamp == stamp:
+                continue  # failed before, unchanged since: do not retry
+            problem = version_problem(entry.path)
+            if problem:
+                self._set(spec.name, number, entry.path, END, f"incomplete version: {problem}", stamp)
+                continue
+            candidates[number] = entry
+        wanted = spec.policy.select(candidates)
+        await asyncio.gather(*(self._load(spec.name, candidates[n]) for n in wanted if n not in served))
+        for number in list(served):
+            if number not in found or (number not in wanted and self._newer_ready(spec.name, number, wanted)):
+                self._retire(spec.name, number)
+
+    def _newer_ready(self, name: str, number: int, wanted: set[int]) -> bool:
+        """Keep an unwanted version until every wanted one is serving, so traffic never has a gap."""
+        served = self._served.get(name, {})
+        return all(n in served for n in wanted) and bool(wanted)
+
+    async def _load(self, name: str, entry) -> None:
+        stamp = content_stamp(entry.path)
+        self._set(name, entry.number, entry.path, LOADING, "", stamp)
+        started = time.monotonic()
+        try:
+            version = await asyncio.to_thread(self._loader, name, entry.number, entry.path)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
+            seconds = time.monotonic() - started
+            log.error("model %s version %s failed to load: %s", name, entry.number, exc)
+            self._set(name, entry.number, entry.path, END, f"load failed: {type(exc).__name__}: {exc}", stamp)
+            self._on_event("load_failed", name, entry.number, END, seconds)
+            return
+        if name not in self._specs or not entry.path.exists():
+            # Removed while loading: never expose it.
+            self._set(name, entry.number, entry.path, END, "", stamp)
+            return
+        self._served.setdefault(name, {})[entry.number] = version
+        self._set(name, entry.number, entry.path, AVAILABLE, "", stamp)
+        seconds = time.monotonic() - started
+        log.info("model %s version %s available (%.1f s)", name, entry.number, seconds)
+        self._on_event("loaded", name, entry.number, AVAILABLE, seconds)
+
+    def _retire(self, name: str, number: int) -> None:
+        version = self._served[name].pop(number)
+        path = version.path
+        self._set(name, number, path, UNLOADING, "")
+        self._on_event("unloading", name, number, UNLOADING, 0.0)
+
+        async def unload() -> None:
+            await version.drain_and_stop()
+            self._set(name, number, path, END, "")
+            self._on_event("unloaded", name, number, END, 0.0)
+            log.info("model %s version %s unloaded", name, number)
+
+        task = asyncio.get_running_loop().create_task(unload())
+        self._unloads.add(task)
+        task.add_done_callback(self._unloads.discard)
+
+    def _set(self, name: str, number: int, path: Path, state: str, error: str, stamp: tuple = ()) -> None:
+        current = self._status.setdefault(name, {}).get(number)
+        self._status[name][number] = VersionStatus(number, path, state, error,
+                                                   stamp or (current.stamp if current else ()))
+

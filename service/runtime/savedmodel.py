@@ -1,0 +1,92 @@
+"""A loaded SavedModel: runs one batch through a named signature on the chosen device.
+
+Knows nothing of HTTP, gRPC or batching; takes and returns numpy arrays by input and output name.
+Calls block (TensorFlow releases the GIL while it computes), so callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from service.core.errors import InvalidInput, NotFound
+from service.core.tensors import SignatureInfo
+from service.runtime.signatures import read_meta_graph, read_signatures
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap: warm-up time counts at every load
+
+
+class LoadedModel:
+    """One version of one model, in memory, ready to run."""
+
+    def __init__(self, path: Path, device: str | None = None):
+        self.path = Path(path)
+        self.device = device
+        meta = read_meta_graph(self.path)
+        self.signature_defs = meta.signature_def  # the stored protos, for GetModelMetadata and /metadata
+        self.signatures: dict[str, SignatureInfo] = read_signatures(meta)
+        started = time.monotonic()
+        with tf.device(device) if device else contextlib.nullcontext():
+            self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
+        self._functions = {name: self._loaded.signatures[name] for name in self.signatures
+                           if name in self._loaded.signatures}
+        self.load_seconds = time.monotonic() - started
+
+    def signature(self, name: str) -> SignatureInfo:
+        """The signature called ``name``, or NotFound listing the ones there are."""
+        if name not in self._functions:
+            raise NotFound(f"signature '{name}' not found; available: {sorted(self._functions)}")
+        return self.signatures[name]
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray],
+            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run ``signature`` on named ``inputs`` (already checked by the caller); return named outputs."""
+        info = self.signature(signature)
+        missing = set(info.inputs) - set(inputs)
+        extra = set(inputs) - set(info.inputs)
+        if missing or extra:
+            raise InvalidInput(f"signature '{signature}' takes inputs {sorted(info.inputs)}; "
+                               f"missing {sorted(missing)}, unknown {sorted(extra)}")
+        tensors = {name: tf.convert_to_tensor(value, dtype=tf.as_dtype(info.inputs[name].dtype.tf_enum))
+                   for name, value in inputs.items()}
+        with tf.device(self.device) if self.device else contextlib.nullcontext():
+            try:
+                outputs = self._functions[signature](**tensors)
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+                # Shapes or values the graph refuses are the request's fault, not ours.
+                raise InvalidInput(f"signature '{signature}' rejected the input: {_first_line(exc)}") from exc
+        wanted = output_filter or list(outputs)
+        unknown = [name for name in wanted if name not in outputs]
+        if unknown:
+            raise InvalidInput(f"unknown output {unknown}; signature '{signature}' has {sorted(outputs)}")
+        return {name: outputs[name].numpy() for name in wanted}
+
+    def warm_up(self) -> int:
+        """Replay the version's warm-up records (PredictionLog, as TF Serving does); return how many ran."""
+        path = self.path / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if entry.WhichOneof("log_type") != "predict_log":
+                continue  # classify/regress logs would need their own request decoding; predict covers tlserve
+            request = entry.predict_log.request
+            signature = request.model_spec.signature_name or "serving_default"
+            self.run(signature, {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+            count += 1
+        return count
+
+
+def _first_line(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,122 @@
+"""``POST /classify``: the friendly API. JSON with base64 images, or a multipart form with image files."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile
+
+from service.core.errors import InvalidInput, UnsupportedMediaType
+from service.core.inference import InferenceService, Target
+from service.transport.http.common import describe, parse_json, parse_version, read_body, request_timeout
+
+PROTOCOL = "classify"
+MAX_IMAGES = 256
+
+
+class ClassifyRequest(BaseModel):
+    """The JSON form (documented for OpenAPI; parsed by hand so errors keep the service's shape)."""
+
+    model: str | None = Field(None, description="model name; may be omitted when one model is served")
+    version: str | None = Field(None, description="version number (default: the newest available)")
+    images: list[str] = Field(..., description="base64-encoded JPEG/PNG/GIF/BMP images")
+    top_k: int = Field(3, ge=1)
+
+
+class Label(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[list[Label]]
+
+
+def _b64(value, index: int) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidInput(f"images[{index}] must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"images[{index}] is not valid base64: {exc}") from exc
+
+
+def _top_k(raw) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise InvalidInput("top_k must be a positive integer")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput("top_k must be a positive integer") from None
+    if value < 1:
+        raise InvalidInput(f"top_k must be >= 1, got {value}")
+    return value
+
+
+async def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
+    doc = parse_json(body)
+    if not isinstance(doc, dict):
+        raise InvalidInput("request body must be a JSON object with 'images'")
+    images = doc.get("images")
+    if not isinstance(images, list) or not images:
+        raise InvalidInput("'images' must be a non-empty list of base64 strings")
+    model, version = doc.get("model"), doc.get("version")
+    if model is not None and not isinstance(model, str):
+        raise InvalidInput("'model' must be a string")
+    return model, None if version is None else str(version), [_b64(v, i) for i, v in enumerate(images)], \
+        _top_k(doc.get("top_k", 3))
+
+
+async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=MAX_IMAGES, max_fields=16)
+    except Exception as exc:  # starlette raises MultiPartException / HTTPException for malformed forms
+        raise InvalidInput(f"malformed multipart form: {getattr(exc, 'detail', exc)}") from exc
+    files = form.getlist("images")
+    if not files or not all(isinstance(f, UploadFile) for f in files):
+        raise InvalidInput("send the images as one or more file fields named 'images'")
+    images = [await f.read() for f in files]
+    model, version = form.get("model"), form.get("version")
+    return (model if isinstance(model, str) and model else None,
+            version if isinstance(version, str) and version else None, images, _top_k(form.get("top_k", "3")))
+
+
+def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["tlserve"])
+
+    @router.post("/classify", response_model=ClassifyResponse, summary="Top-k labels of images",
+                 openapi_extra={"requestBody": {"content": {
+                     "application/json": {"schema": ClassifyRequest.model_json_schema()},
+                     "multipart/form-data": {"schema": {"type": "object", "properties": {
+                         "model": {"type": "string"}, "top_k": {"type": "integer"},
+                         "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}},
+                     "required": True}})
+    async def classify(request: Request):
+        describe(request, protocol=PROTOCOL, api="classify")
+        body = await read_body(request, max_body_bytes)
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if media == "application/json":
+            model, version, images, top_k = await _from_json(body)
+        elif media == "multipart/form-data":
+            model, version, images, top_k = await _from_form(request, body)
+        else:
+            raise UnsupportedMediaType(f"content type '{media}': send application/json or multipart/form-data")
+        if len(images) > MAX_IMAGES:
+            raise InvalidInput(f"at most {MAX_IMAGES} images per request, got {len(images)}")
+        model = model or inference.default_model()
+        describe(request, model=model)
+        served, predictions = await inference.classify_images(
+            Target(model, parse_version(version)), images, top_k, deadline=inference.deadline(request_timeout(request)))
+        describe(request, version=served.number)
+        return {"model": model, "version": str(served.number),
+                "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in predictions]}
+
+    return router

@@ -1,0 +1,139 @@
+"""What every HTTP route shares: error bodies from the one table, bounded bodies, request accounting.
+
+``RequestAccounting`` is plain ASGI middleware (no per-request task switching as with BaseHTTPMiddleware):
+it caps concurrent requests, honours and returns ``X-Request-ID``, records the request metrics and writes
+one access-log line per request. Routes say what they served through ``describe``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from service.core.errors import INTERNAL, InvalidInput, NotFound, ServiceError, TooLarge, Unavailable
+from service.observability.metrics import Metrics
+
+access_log = logging.getLogger("tlserve.access")
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-request-timeout"  # seconds; optional, lowers the configured default
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """``{"error": message}`` with the status from the error table (TF Serving's error shape)."""
+    if isinstance(exc, ServiceError):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if exc.retry_after_s else None
+        return JSONResponse({"error": exc.message}, status_code=exc.kind.http_status, headers=headers)
+    log.exception("internal error", exc_info=exc)
+    return JSONResponse({"error": "internal error"}, status_code=INTERNAL.http_status)
+
+
+def describe(request: Request, *, model: str = "", version: int | str | None = None, protocol: str = "",
+             api: str = "") -> None:
+    """Tell the accounting middleware what this request was (labels of its metrics)."""
+    state = request.scope.setdefault("state", {})
+    if model:
+        state["model"] = model
+    if version is not None:
+        state["version"] = str(version)
+    if protocol:
+        state["protocol"] = protocol
+    if api:
+        state["api"] = api
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``max_bytes`` (never read whole first)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise TooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def request_timeout(request: Request) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+class RequestAccounting:
+    def __init__(self, app, metrics: Metrics, max_concurrent: int):
+        self.app = app
+        self.metrics = metrics
+        self.max_concurrent = max_concurrent
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.monotonic()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        status = {"code": 500}
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        if self.active >= self.max_concurrent:
+            response = error_response(Unavailable(f"too many concurrent requests ({self.max_concurrent})",
+                                                  retry_after_s=1.0))
+            await response(scope, receive, send_with_id)
+        else:
+            self.active += 1
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.active -= 1
+        seconds = time.monotonic() - started
+        if state.get("api"):
+            self.metrics.observe_request(state.get("model", ""), state.get("version", ""),
+                                         state.get("protocol", "http"), state["api"], str(status["code"]), seconds)
+        access_log.info("%s %s %s %d %.1fms id=%s", scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                        scope["method"], scope["path"], status["code"], seconds * 1000, request_id)
+
+
+def parse_json(body: bytes):
+    """JSON body or a 400 that says where it broke."""
+    if not body:
+        raise InvalidInput("empty request body; expected JSON")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"invalid JSON: {exc}") from exc
+
+
+def json_response(payload, status_code: int = 200) -> Response:
+    # allow_nan: TF Serving writes NaN and Infinity as bare tokens, which its clients accept.
+    return Response(json.dumps(payload, allow_nan=True, separators=(",", ":")), status_code=status_code,
+                    media_type="application/json")
+
+
+def parse_version(raw: str | None) -> int | None:
+    """A version path segment: digits (leading zeros allowed) or a 404, as an unknown version would be."""
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise NotFound(f"version '{raw}' is not a version number")
+    return int(raw)

@@ -1,0 +1,102 @@
+"""TF Serving's REST API: model status, metadata, :predict, :classify and :regress.
+
+Translates JSON to named tensors and back; everything else is the InferenceService's business.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from google.protobuf import json_format
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from service.codec import tfserving_json
+from service.core.errors import InvalidInput, NotFound
+from service.core.inference import InferenceService, Target
+from service.transport.http.common import (describe, json_response, parse_version, read_body,
+                                           request_timeout)
+
+PROTOCOL = "tfserving-rest"
+_JSON_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}}
+
+
+def _status_json(statuses) -> dict:
+    return {"model_version_status": [
+        {"version": str(s.number), "state": s.state,
+         "status": {"error_code": "UNKNOWN" if s.error else "OK", "error_message": s.error}}
+        for s in statuses]}
+
+
+def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
+    router = APIRouter(tags=["TF Serving REST"])
+
+    async def status(request: Request, model: str, version: str | None = None, label: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="status")
+        return json_response(_status_json(inference.status(model, parse_version(version), label)))
+
+    async def metadata(request: Request, model: str, version: str | None = None, label: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="metadata")
+        served, _ = inference.signatures(Target(model, parse_version(version), label))
+        sigs = get_model_metadata_pb2.SignatureDefMap()
+        for name, sig in served.model.signature_defs.items():
+            sigs.signature_def[name].CopyFrom(sig)
+        body = {
+            "model_spec": {"name": model, "signature_name": "", "version": str(served.number)},
+            "metadata": {"signature_def": json_format.MessageToDict(
+                sigs, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
+        }
+        return json_response(body)
+
+    async def predict(request: Request, model: str, version: str | None = None, label: str | None = None):
+        target = Target(model, parse_version(version), label)
+        describe(request, model=model, protocol=PROTOCOL, api="predict")
+        body = await read_body(request, max_body_bytes)
+        served, signatures = inference.signatures(target)
+
+        def input_specs(signature: str):
+            if signature not in signatures:
+                raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
+            return signatures[signature].inputs
+
+        parsed = tfserving_json.parse_predict(body, input_specs)
+        served, outputs = await inference.predict(target, parsed.signature_name, parsed.inputs,
+                                                  deadline=inference.deadline(request_timeout(request)))
+        describe(request, version=served.number)
+        return json_response(tfserving_json.format_predict(outputs, parsed.row_format))
+
+    async def classify_or_regress(request: Request, model: str, verb: str, version: str | None, label: str | None):
+        target = Target(model, parse_version(version), label)
+        describe(request, model=model, protocol=PROTOCOL, api=verb)
+        signature, examples, context = tfserving_json.parse_examples(await read_body(request, max_body_bytes))
+        served, signatures = inference.signatures(target)
+        if signature not in signatures:
+            raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
+        info = signatures[signature]
+        if len(info.inputs) != 1:
+            raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
+        (key,) = info.inputs
+        serialized = tfserving_json.examples_to_serialized(examples, context)
+        served, outputs = await inference.predict(target, signature, {key: serialized},
+                                                  deadline=inference.deadline(request_timeout(request)))
+        describe(request, version=served.number)
+        if verb == "classify":
+            return json_response(tfserving_json.format_classify(outputs.get("classes"), outputs.get("scores")))
+        values = outputs.get("outputs", next(iter(outputs.values())))
+        return json_response(tfserving_json.format_regress(np.asarray(values)))
+
+    async def classify(request: Request, model: str, version: str | None = None, label: str | None = None):
+        return await classify_or_regress(request, model, "classify", version, label)
+
+    async def regress(request: Request, model: str, version: str | None = None, label: str | None = None):
+        return await classify_or_regress(request, model, "regress", version, label)
+
+    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}"):
+        router.add_api_route(prefix, status, methods=["GET"], summary="Model version status")
+        router.add_api_route(prefix + "/metadata", metadata, methods=["GET"], summary="Signature definitions")
+        router.add_api_route(prefix + ":predict", predict, methods=["POST"], openapi_extra=_JSON_BODY,
+                             summary="Predict (row 'instances' or columnar 'inputs')")
+        router.add_api_route(prefix + ":classify", classify, methods=["POST"], openapi_extra=_JSON_BODY,
+                             summary="Classify tf.Examples")
+        router.add_api_route(prefix + ":regress", regress, methods=["POST"], openapi_extra=_JSON_BODY,
+                             summary="Regress tf.Examples")
+    return router

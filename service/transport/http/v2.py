@@ -1,0 +1,111 @@
+"""KServe V2 / Open Inference Protocol over REST, with Triton's binary tensor extension and the model
+repository extension (index, load, unload)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.codec import v2 as v2_codec
+from service.core.inference import InferenceService, Target
+from service.repository.manager import AVAILABLE
+from service.transport.http.common import describe, json_response, parse_version, read_body, request_timeout
+
+PROTOCOL = "v2-rest"
+SERVER_NAME = "tlserve"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+HEADER_LENGTH = "inference-header-content-length"
+_INFER_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
+                                           "application/octet-stream": {}}, "required": True}}
+
+
+def _tensor_meta(spec) -> dict:
+    return {"name": spec.name, "datatype": spec.dtype.name,
+            "shape": [-1 if d is None else d for d in (spec.shape or ())]}
+
+
+def build_router(inference: InferenceService, max_body_bytes: int, server_version: str) -> APIRouter:
+    router = APIRouter(tags=["KServe V2"])
+    repository = inference.repository
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata(request: Request):
+        describe(request, protocol=PROTOCOL, api="server_metadata")
+        return {"name": SERVER_NAME, "version": server_version, "extensions": EXTENSIONS}
+
+    @router.get("/v2/health/live", summary="Server liveness")
+    async def live(request: Request):
+        return {"live": True}
+
+    @router.get("/v2/health/ready", summary="Server readiness")
+    async def ready(request: Request):
+        ok = repository.ready()
+        return json_response({"ready": ok}, status_code=200 if ok else 503)
+
+    async def model_metadata(request: Request, model: str, version: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="model_metadata")
+        served, signatures = inference.signatures(Target(model, parse_version(version)))
+        signature = signatures.get("serving_default") or next(iter(signatures.values()))
+        versions = [str(s.number) for s in inference.status(model) if s.state == AVAILABLE]
+        return {"name": model, "versions": versions, "platform": "tensorflow_savedmodel",
+                "inputs": [_tensor_meta(s) for s in signature.inputs.values()],
+                "outputs": [_tensor_meta(s) for s in signature.outputs.values()]}
+
+    async def model_ready(request: Request, model: str, version: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="model_ready")
+        try:
+            inference.resolve(Target(model, parse_version(version)))
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - NotFound must stay 404, anything else is "not ready"
+            if getattr(exc, "kind", None) and exc.kind.http_status == 404:
+                raise
+            ok = False
+        return json_response({"name": model, "ready": ok}, status_code=200 if ok else 503)
+
+    async def infer(request: Request, model: str, version: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="infer")
+        target = Target(model, parse_version(version))
+        body = await read_body(request, max_body_bytes)
+        header = request.headers.get(HEADER_LENGTH)
+        parsed = v2_codec.parse_infer(body, header)
+        signature = str(parsed.parameters.get("signature_name", "serving_default"))
+        inputs = {t.name: t.data for t in parsed.inputs}
+        wanted = [o["name"] for o in parsed.outputs] or None
+        served, outputs = await inference.predict(target, signature, inputs, output_filter=wanted,
+                                                  deadline=inference.deadline(request_timeout(request)))
+        describe(request, version=served.number)
+        payload, header_length = v2_codec.encode_infer_response(
+            model, str(served.number), outputs, request_id=parsed.id,
+            binary_outputs=v2_codec.binary_output_names(parsed, outputs))
+        if header_length is None:
+            return Response(payload, media_type="application/json")
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(header_length)})
+
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        router.add_api_route(prefix, model_metadata, methods=["GET"], summary="Model metadata")
+        router.add_api_route(prefix + "/ready", model_ready, methods=["GET"], summary="Model readiness")
+        router.add_api_route(prefix + "/infer", infer, methods=["POST"], openapi_extra=_INFER_BODY,
+                             summary="Inference (JSON or binary tensor data)")
+
+    @router.post("/v2/repository/index", summary="Models and versions with their states")
+    async def index(request: Request):
+        describe(request, protocol=PROTOCOL, api="repository_index")
+        return [{"name": name, "version": str(s.number), "state": "READY" if s.state == AVAILABLE else s.state,
+                 "reason": s.error}
+                for name in repository.model_names() for s in repository.statuses(name)]
+
+    @router.post("/v2/repository/models/{model}/load", summary="Load (re-scan) a model now")
+    async def load(request: Request, model: str):
+        describe(request, model=model, protocol=PROTOCOL, api="repository_load")
+        await repository.load(model)
+        return json_response({"name": model, "ready": repository.ready_model(model)})
+
+    @router.post("/v2/repository/models/{model}/unload", summary="Unload a model until the next load")
+    async def unload(request: Request, model: str):
+        describe(request, model=model, protocol=PROTOCOL, api="repository_unload")
+        await repository.unload(model)
+        return {"name": model, "ready": False}
+
+    return router
+

@@ -1,0 +1,89 @@
+"""Real servers for the service tests: the app under uvicorn on 127.0.0.1, a free port, a real repository."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.settings import Settings
+
+TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def runtime(self):
+        return self.app.state.runtime
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(settings: Settings) -> RunningServer:
+    """Run ``create_app(settings)`` under uvicorn in a thread; return once it answers /readyz."""
+    app = create_app(settings, registry=CollectorRegistry())
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return RunningServer(url, app, server, thread)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    server.should_exit = True
+    raise RuntimeError("server did not become ready")
+
+
+def copy_version(source: Path, model_dir: Path, name: str) -> Path:
+    """Copy a version directory in the way deployments should: under a hidden name, then rename."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f".incoming-{name}"
+    shutil.copytree(source, staging)
+    return staging.rename(model_dir / name)
+
+
+@pytest.fixture(scope="session")
+def model_repo(tiny_export, tmp_path_factory) -> Path:
+    """A repository with the tiny tlserve export ('shapes') and TF Serving's TF1 half_plus_two."""
+    root = tmp_path_factory.mktemp("repo")
+    copy_version(tiny_export[0], root / "shapes", "1")
+    copy_version(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123", root / "half_plus_two", "00000123")
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(model_repo):
+    running = start_server(Settings(model_repo=model_repo, poll_interval_s=0.5, max_batch_size=8,
+                                    batch_timeout_ms=5, max_body_mb=2))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
