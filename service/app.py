@@ -51,11 +51,16 @@ class Runtime:
     metrics: Metrics
     repository: ModelRepository
     inference: InferenceService
+    device: str | None = None
     started: bool = False
 
     async def start(self) -> None:
+        """Configure devices (in the process that serves, never at import) and load the models."""
         if not self.started:
             self.started = True
+            s = self.settings
+            self.device = devices.configure(devices.DeviceSettings(
+                s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
             await self.repository.start()
 
     async def stop(self) -> None:
@@ -78,8 +83,6 @@ def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
 def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
     """Wire the serving objects together from ``settings``."""
     metrics = Metrics(registry)
-    device = devices.configure(devices.DeviceSettings(settings.gpu_memory_limit_mb or None,
-                                                      settings.intra_op_threads, settings.inter_op_threads))
     batching = BatchingSettings(settings.max_batch_size, settings.batch_timeout_ms / 1000, settings.max_queue,
                                 settings.max_concurrent_batches)
     limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
@@ -88,7 +91,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
         metrics.observe_batch(name, number, stats, 0)
 
     def load(name: str, number: int, path: Path) -> ServedVersion:
-        model = LoadedModel(path, device)
+        model = LoadedModel(path, runtime.device)
         model.warm_up()
         served = ServedVersion(name, number, model, batching, limits, on_batch=on_batch)
         if served.is_image_model:
@@ -105,7 +108,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
             return specs_from_repository(settings.model_repo)
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
-    return Runtime(settings, metrics, repository, InferenceService(repository, settings.request_timeout_s))
+    runtime = Runtime(settings, metrics, repository, InferenceService(repository, settings.request_timeout_s))
+    return runtime
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,

@@ -25,7 +25,6 @@ class Settings:
     model_config_file: Path | None = None
     http_host: str = "0.0.0.0"
     http_port: int = 3000
-    grpc_port: int = 8500  # 0: no gRPC server
     max_batch_size: int = 32
     batch_timeout_ms: float = 2.0
     max_queue: int = 256
@@ -50,9 +49,8 @@ class Settings:
         for name in ("batch_timeout_ms", "poll_interval_s", "max_body_mb", "request_timeout_s"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
-        for name in ("http_port", "grpc_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                problems.append(f"{name} must be a port number")
+        if not 0 <= self.http_port <= 65535:
+            problems.append("http_port must be a port number")
         if self.ready_when not in ("all", "any"):
             problems.append("ready_when must be 'all' or 'any'")
         if problems:

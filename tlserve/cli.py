@@ -1,4 +1,4 @@
-"""The ``tlserve`` command line: parses arguments and dispatches to training/ (and, later, service/).
+"""The ``tlserve`` command line: parses arguments and dispatches to training/ and service/.
 
 Heavy imports (TensorFlow) happen inside the command functions so that ``tlserve --help`` is instant.
 """
@@ -35,6 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_learning_rate=args.fine_tune_lr,
         fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
         augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
+        split_seed=args.split_seed,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction, verbose=0 if args.quiet else 1,
     )
     cfg.validate()
@@ -88,6 +89,43 @@ def _backbones_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    settings = Settings(
+        model_repo=Path(args.model_repo), model_config_file=Path(args.model_config_file) if args.model_config_file else None,
+        http_host=args.host, http_port=args.http_port, max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue, poll_interval_s=args.poll_interval_s,
+        ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
+        gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
+        inter_op_threads=args.inter_op_threads,
+    )
+    if settings.model_config_file and not settings.model_config_file.is_file():
+        raise UsageError(f"model config file {settings.model_config_file} does not exist")
+    if not settings.model_config_file and not settings.model_repo.is_dir():
+        raise UsageError(f"model repository {settings.model_repo} does not exist (train a model first)")
+    # BentoML re-imports the service in its worker: the settings travel as TLSERVE_* variables.
+    env = {**os.environ, **settings.replace(model_repo=settings.model_repo.resolve()).to_env()}
+    command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
+               "--host", settings.http_host, "--port", str(settings.http_port)]
+    print(f"serving {settings.model_config_file or settings.model_repo} on http://{settings.http_host}:"
+          f"{settings.http_port}", flush=True)
+    os.execvpe(command[0], command, env)  # BentoML's arbiter takes over this process and its signals
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from service.client import HttpClient
+
+    client = HttpClient(args.url, timeout_s=args.timeout)
+    images = [(path, Path(path).read_bytes()) for path in args.images]
+    result = client.classify([data for _, data in images], model=args.model, top_k=args.top_k)
+    for (path, _), predictions in zip(images, result["predictions"]):
+        print(f"{path}:")
+        for p in predictions:
+            print(f"  {p['label']} {p['score']:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, for ``main`` and for tests."""
     parser = argparse.ArgumentParser(prog="tlserve", description=__doc__.splitlines()[0])
@@ -103,10 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=96)
     t.add_argument("--resize", default="stretch", choices=["stretch", "crop"])
     t.add_argument("--batch-size", type=_positive, default=32)
-    t.add_argument("--head-epochs", type=int, default=15, help="phase 1: backbone frozen")
+    t.add_argument("--head-epochs", type=int, default=8, help="phase 1: backbone frozen")
     t.add_argument("--head-lr", type=float, default=3e-3)
-    t.add_argument("--fine-tune-epochs", type=int, default=15, help="phase 2: top of the backbone unfrozen; 0 skips it")
-    t.add_argument("--fine-tune-lr", type=float, default=3e-4)
+    t.add_argument("--fine-tune-epochs", type=int, default=30, help="phase 2: top of the backbone unfrozen; 0 skips it")
+    t.add_argument("--fine-tune-lr", type=float, default=1e-3,
+                   help="peak rate of phase 2, reached after one epoch of warm-up, then cosine decay to 0")
     t.add_argument("--fine-tune-layers", type=int, help="weighted backbone layers to unfreeze (default: all)")
     t.add_argument("--dropout", type=float, default=0.2)
     t.add_argument("--label-smoothing", type=float, default=0.1)
@@ -115,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     t.add_argument("--test-fraction", type=float, default=0.25)
     t.add_argument("--val-fraction", type=float, default=0.15)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="training seed (head initialisation, shuffling, augmentation)")
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/validation/test split")
     t.add_argument("--quiet", action="store_true", help="no Keras progress bars")
     t.set_defaults(run=_train)
 
@@ -124,6 +164,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--out", help="report folder (default: reports/<name>-<version>)")
     e.set_defaults(run=_evaluate)
+
+    s = commands.add_parser("serve", help="serve a model repository over HTTP (BentoML)")
+    s.add_argument("--model-repo", default="models")
+    s.add_argument("--model-config-file", help="a TF Serving ModelServerConfig text file (versions, labels)")
+    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--http-port", type=int, default=3000)
+    s.add_argument("--max-batch-size", type=_positive, default=32)
+    s.add_argument("--batch-timeout-ms", type=float, default=2.0,
+                   help="longest wait to fill a batch while another runs (an idle model never waits)")
+    s.add_argument("--max-queue", type=_positive, default=256, help="items waiting per model; beyond: 503")
+    s.add_argument("--poll-interval-s", type=float, default=2.0, help="model repository poll (0: never)")
+    s.add_argument("--ready-when", choices=["all", "any"], default="all")
+    s.add_argument("--max-body-mb", type=float, default=64.0)
+    s.add_argument("--request-timeout-s", type=float, default=30.0)
+    s.add_argument("--gpu-memory-limit-mb", type=int, default=0, help="0: grow on demand")
+    s.add_argument("--intra-op-threads", type=int, default=0)
+    s.add_argument("--inter-op-threads", type=int, default=0)
+    s.set_defaults(run=_serve)
+
+    p = commands.add_parser("predict", help="classify images with a running server")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", help="model name (may be omitted when the server has one)")
+    p.add_argument("--url", default="http://127.0.0.1:3000")
+    p.add_argument("--top-k", type=_positive, default=3)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(run=_predict)
 
     b = commands.add_parser("backbones", help="pretrained backbones and their ImageNet weights")
     bc = b.add_subparsers(dest="backbones_command", required=True)
@@ -142,15 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tlserve`` console script."""
     args = build_parser().parse_args(argv)
-    from training.backbones.registry import BackboneError
-    from training.data import DataError
-    from training.export import ExportError
-
     try:
         return args.run(args)
-    except (UsageError, BackboneError, DataError, ExportError, FileNotFoundError, ValueError) as exc:
+    except (UsageError, FileNotFoundError, ValueError) as exc:  # the domain errors all derive from ValueError
         print(f"tlserve {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:
+        print(f"tlserve {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

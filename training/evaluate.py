@@ -56,6 +56,7 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
         "data": {"spec": cfg.data, "fingerprint": datasets.fingerprint(trained.data),
                  "images": len(trained.data.images), "skipped": len(trained.data.skipped)},
         "seed": cfg.seed,
+        "split_seed": cfg.split_seed,
         "training": {**trained.info, "seconds": round(trained.seconds, 1)},
     }
     report: dict = {}

@@ -25,6 +25,45 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap: warm-up time counts at every load
 
 
+class _Tf2Runner:
+    """TF2 SavedModels (they carry an object graph): the restored signature functions."""
+
+    def __init__(self, path: Path, signature_defs, device: str | None):
+        with tf.device(device) if device else contextlib.nullcontext():
+            self._loaded = tf.saved_model.load(str(path), tags=["serve"])
+        self.available = set(self._loaded.signatures)
+        self._device = device
+
+    def __call__(self, signature: str, inputs: dict[str, np.ndarray], dtypes: dict[str, tf.DType]):
+        tensors = {name: tf.convert_to_tensor(value, dtype=dtypes[name]) for name, value in inputs.items()}
+        with tf.device(self._device) if self._device else contextlib.nullcontext():
+            outputs = self._loaded.signatures[signature](**tensors)
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+class _SessionRunner:
+    """TF1 SavedModels: a Session feeding and fetching the signature's tensors by name, as TF Serving does.
+
+    Wrapping TF1 graphs as TF2 functions fails for some valid models (TF Serving's half_plus_three, whose
+    tf.Example input has unknown rank, does not load that way), and a Session is what they were made for.
+    """
+
+    def __init__(self, path: Path, signature_defs, device: str | None):
+        self._defs = signature_defs
+        self._graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=self._graph)
+        with self._graph.as_default(), tf.device(device) if device else contextlib.nullcontext():
+            tf.compat.v1.saved_model.loader.load(self._session, ["serve"], str(path))
+        self.available = set(signature_defs)
+
+    def __call__(self, signature: str, inputs: dict[str, np.ndarray], dtypes: dict[str, tf.DType]):
+        sig = self._defs[signature]
+        feeds = {sig.inputs[name].name: np.asarray(value, dtype=dtypes[name].as_numpy_dtype)
+                 for name, value in inputs.items()}
+        fetches = {name: info.name for name, info in sig.outputs.items()}
+        return self._session.run(fetches, feeds)
+
+
 class LoadedModel:
     """One version of one model, in memory, ready to run."""
 
@@ -35,16 +74,15 @@ class LoadedModel:
         self.signature_defs = meta.signature_def  # the stored protos, for GetModelMetadata and /metadata
         self.signatures: dict[str, SignatureInfo] = read_signatures(meta)
         started = time.monotonic()
-        with tf.device(device) if device else contextlib.nullcontext():
-            self._loaded = tf.saved_model.load(str(self.path), tags=["serve"])
-        self._functions = {name: self._loaded.signatures[name] for name in self.signatures
-                           if name in self._loaded.signatures}
+        runner = _Tf2Runner if meta.object_graph_def.nodes else _SessionRunner
+        self._runner = runner(self.path, meta.signature_def, device)
+        self.signatures = {k: v for k, v in self.signatures.items() if k in self._runner.available}
         self.load_seconds = time.monotonic() - started
 
     def signature(self, name: str) -> SignatureInfo:
         """The signature called ``name``, or NotFound listing the ones there are."""
-        if name not in self._functions:
-            raise NotFound(f"signature '{name}' not found; available: {sorted(self._functions)}")
+        if name not in self.signatures:
+            raise NotFound(f"signature '{name}' not found; available: {sorted(self.signatures)}")
         return self.signatures[name]
 
     def run(self, signature: str, inputs: dict[str, np.ndarray],
@@ -56,19 +94,17 @@ class LoadedModel:
         if missing or extra:
             raise InvalidInput(f"signature '{signature}' takes inputs {sorted(info.inputs)}; "
                                f"missing {sorted(missing)}, unknown {sorted(extra)}")
-        tensors = {name: tf.convert_to_tensor(value, dtype=tf.as_dtype(info.inputs[name].dtype.tf_enum))
-                   for name, value in inputs.items()}
-        with tf.device(self.device) if self.device else contextlib.nullcontext():
-            try:
-                outputs = self._functions[signature](**tensors)
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-                # Shapes or values the graph refuses are the request's fault, not ours.
-                raise InvalidInput(f"signature '{signature}' rejected the input: {_first_line(exc)}") from exc
+        dtypes = {name: tf.as_dtype(spec.dtype.tf_enum) for name, spec in info.inputs.items()}
+        try:
+            outputs = self._runner(signature, inputs, dtypes)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            # Shapes or values the graph refuses are the request's fault, not ours.
+            raise InvalidInput(f"signature '{signature}' rejected the input: {_first_line(exc)}") from exc
         wanted = output_filter or list(outputs)
         unknown = [name for name in wanted if name not in outputs]
         if unknown:
             raise InvalidInput(f"unknown output {unknown}; signature '{signature}' has {sorted(outputs)}")
-        return {name: outputs[name].numpy() for name in wanted}
+        return {name: outputs[name] for name in wanted}
 
     def warm_up(self) -> int:
         """Replay the version's warm-up records (PredictionLog, as TF Serving does); return how many ran."""

@@ -13,7 +13,9 @@ SERVING_TAG = "serve"
 
 
 def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
-    shape = None if info.tensor_shape.unknown_rank else tuple(
+    # An absent shape means unknown, not scalar (TF1 exports such as TF Serving's half_plus_three omit it).
+    unknown = not info.HasField("tensor_shape") or info.tensor_shape.unknown_rank
+    shape = None if unknown else tuple(
         None if d.size < 0 else d.size for d in info.tensor_shape.dim)
     return TensorSpec(key, by_tf_enum(info.dtype), shape)
 
