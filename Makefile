@@ -26,6 +26,7 @@ demo: setup
 	else \
 	  $(BIN)/tlserve train --data builtin:digits --name digits; \
 	fi
+	$(BIN)/tlserve serve --model-repo models --http-port 3000
 
 test: setup
 	$(BIN)/python -m pytest -q

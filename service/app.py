@@ -30,6 +30,7 @@ from service.repository.manager import ModelRepository
 from service.runtime import devices
 from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings
+from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, tfserving, v2
 from service.transport.http.common import RequestAccounting, error_response
 
@@ -52,20 +53,26 @@ class Runtime:
     repository: ModelRepository
     inference: InferenceService
     device: str | None = None
+    grpc: GrpcServer | None = None
     started: bool = False
 
     async def start(self) -> None:
-        """Configure devices (in the process that serves, never at import) and load the models."""
+        """Configure devices (in the process that serves, never at import), load the models, start gRPC."""
         if not self.started:
             self.started = True
             s = self.settings
             self.device = devices.configure(devices.DeviceSettings(
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
             await self.repository.start()
+            if s.grpc_port >= 0:
+                self.grpc = await start_grpc_server(self, f"{s.http_host}:{s.grpc_port}")
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """gRPC first (health NOT_SERVING, in-flight calls finish), then the models."""
         if self.started:
             self.started = False
+            if self.grpc:
+                await self.grpc.stop(grace_s)
             await self.repository.stop()
 
     def ready(self) -> bool:
@@ -83,19 +90,20 @@ def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
 def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
     """Wire the serving objects together from ``settings``."""
     metrics = Metrics(registry)
-    batching = BatchingSettings(settings.max_batch_size, settings.batch_timeout_ms / 1000, settings.max_queue,
-                                settings.max_concurrent_batches)
     limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
 
-    def on_batch(name: str, number: int, stats) -> None:
-        metrics.observe_batch(name, number, stats, 0)
+    def batching(name: str) -> BatchingSettings:
+        s = settings.batching_for(name)
+        return BatchingSettings(s.max_batch_size, s.batch_timeout_ms / 1000, s.max_queue, s.max_concurrent_batches,
+                                s.allowed_sizes())
 
     def load(name: str, number: int, path: Path) -> ServedVersion:
         model = LoadedModel(path, runtime.device)
         model.warm_up()
-        served = ServedVersion(name, number, model, batching, limits, on_batch=on_batch)
+        served = ServedVersion(name, number, model, batching(name), limits, on_batch=metrics.observe_batch)
         if served.is_image_model:
-            _warm_pixels(model, tuple(sorted({1, settings.max_batch_size})))
+            b = served.batching
+            _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes})))
         return served
 
     if settings.model_config_file:

@@ -25,10 +25,14 @@ class Settings:
     model_config_file: Path | None = None
     http_host: str = "0.0.0.0"
     http_port: int = 3000
+    grpc_port: int = 8500  # 0: a free port (tests); -1: no gRPC server
+    grpc_max_message_mb: float = 64.0
     max_batch_size: int = 32
     batch_timeout_ms: float = 2.0
     max_queue: int = 256
     max_concurrent_batches: int = 1
+    allowed_batch_sizes: str = ""  # e.g. "1,8,32": batches padded up to one of these (TF Serving's option)
+    model_batching: str = ""  # per-model overrides, e.g. "digits:max_batch_size=8,batch_timeout_ms=1;other:..."
     poll_interval_s: float = 2.0
     ready_when: str = "all"  # "all": every configured model has a version available; "any": one has
     max_body_mb: float = 64.0
@@ -51,10 +55,63 @@ class Settings:
                 problems.append(f"{name} must be >= 0")
         if not 0 <= self.http_port <= 65535:
             problems.append("http_port must be a port number")
+        if not -1 <= self.grpc_port <= 65535:
+            problems.append("grpc_port must be a port number, or -1 for none")
+        if self.grpc_max_message_mb <= 0:
+            problems.append("grpc_max_message_mb must be > 0")
         if self.ready_when not in ("all", "any"):
             problems.append("ready_when must be 'all' or 'any'")
         if problems:
             raise SettingsError("; ".join(problems))
+        for name in self.batching_overrides():
+            self.batching_for(name)  # raises SettingsError for a bad override
+
+    def batching_overrides(self) -> dict[str, dict[str, str]]:
+        """``model_batching`` as {model: {setting: value}}."""
+        overrides: dict[str, dict[str, str]] = {}
+        for part in filter(None, (p.strip() for p in self.model_batching.split(";"))):
+            model, _, pairs = part.partition(":")
+            if not model or not pairs:
+                raise SettingsError(f"model_batching entry {part!r} must look like 'model:key=value,...'")
+            values: dict[str, str] = {}
+            key = None
+            for token in pairs.split(","):
+                if "=" in token:
+                    key, _, value = token.partition("=")
+                    key = key.strip()
+                    values[key] = value.strip()
+                elif key is not None:  # the rest of a list value: allowed_batch_sizes=2,8
+                    values[key] += "," + token.strip()
+                else:
+                    raise SettingsError(f"model_batching entry {part!r} must look like 'model:key=value,...'")
+            overrides[model.strip()] = values
+        return overrides
+
+    def batching_for(self, model: str) -> "Settings":
+        """These settings with ``model``'s batching overrides applied (and validated)."""
+        changes = self.batching_overrides().get(model, {})
+        allowed = {"max_batch_size", "batch_timeout_ms", "max_queue", "max_concurrent_batches",
+                   "allowed_batch_sizes"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise SettingsError(f"model_batching for {model}: unknown {sorted(unknown)}; use {sorted(allowed)}")
+        converted = {f.name: _convert(f, changes[f.name]) for f in fields(self) if f.name in changes}
+        result = dataclasses.replace(self, model_batching="", **converted) if converted else self
+        result.allowed_sizes()
+        return result
+
+    def allowed_sizes(self) -> tuple[int, ...]:
+        """``allowed_batch_sizes`` as increasing integers ending at ``max_batch_size`` (TF Serving's rule)."""
+        if not self.allowed_batch_sizes:
+            return ()
+        try:
+            sizes = tuple(int(x) for x in self.allowed_batch_sizes.split(","))
+        except ValueError:
+            raise SettingsError(f"allowed_batch_sizes {self.allowed_batch_sizes!r} must be integers") from None
+        if list(sizes) != sorted(set(sizes)) or sizes[0] < 1 or sizes[-1] != self.max_batch_size:
+            raise SettingsError(f"allowed_batch_sizes {self.allowed_batch_sizes!r} must increase and end at "
+                                f"max_batch_size ({self.max_batch_size})")
+        return sizes
 
     @property
     def max_body_bytes(self) -> int:

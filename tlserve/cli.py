@@ -94,8 +94,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings(
         model_repo=Path(args.model_repo), model_config_file=Path(args.model_config_file) if args.model_config_file else None,
-        http_host=args.host, http_port=args.http_port, max_batch_size=args.max_batch_size,
+        http_host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        grpc_max_message_mb=args.grpc_max_message_mb, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue, poll_interval_s=args.poll_interval_s,
+        allowed_batch_sizes=args.allowed_batch_sizes, model_batching=args.model_batching,
         ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
         gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
@@ -108,8 +110,9 @@ def _serve(args: argparse.Namespace) -> int:
     env = {**os.environ, **settings.replace(model_repo=settings.model_repo.resolve()).to_env()}
     command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
                "--host", settings.http_host, "--port", str(settings.http_port)]
+    grpc_note = f" and grpc {settings.http_host}:{settings.grpc_port}" if settings.grpc_port >= 0 else ""
     print(f"serving {settings.model_config_file or settings.model_repo} on http://{settings.http_host}:"
-          f"{settings.http_port}", flush=True)
+          f"{settings.http_port}{grpc_note}", flush=True)
     os.execvpe(command[0], command, env)  # BentoML's arbiter takes over this process and its signals
 
 
@@ -170,10 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model-config-file", help="a TF Serving ModelServerConfig text file (versions, labels)")
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--http-port", type=int, default=3000)
+    s.add_argument("--grpc-port", type=int, default=8500, help="-1: no gRPC server")
+    s.add_argument("--grpc-max-message-mb", type=float, default=64.0)
     s.add_argument("--max-batch-size", type=_positive, default=32)
     s.add_argument("--batch-timeout-ms", type=float, default=2.0,
                    help="longest wait to fill a batch while another runs (an idle model never waits)")
     s.add_argument("--max-queue", type=_positive, default=256, help="items waiting per model; beyond: 503")
+    s.add_argument("--allowed-batch-sizes", default="",
+                   help="e.g. 1,8,32: pad batches up to one of these (off by default; must end at --max-batch-size)")
+    s.add_argument("--model-batching", default="",
+                   help="per-model overrides, e.g. 'digits:max_batch_size=8,batch_timeout_ms=1;other:max_queue=64'")
     s.add_argument("--poll-interval-s", type=float, default=2.0, help="model repository poll (0: never)")
     s.add_argument("--ready-when", choices=["all", "any"], default="all")
     s.add_argument("--max-body-mb", type=float, default=64.0)

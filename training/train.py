@@ -116,13 +116,17 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
 
 
-def _fit(model, train_ds, val_ds, epochs, cfg, class_weight) -> dict[str, list[float]]:
+def _fit(model, train_ds, val_ds, epochs, cfg, class_weight, *, min_epochs: int = 0) -> dict[str, list[float]]:
     if epochs == 0:
         return {}
     has_val = val_ds is not None
+    # min_epochs: under a decaying schedule the loss settles late; stopping in the noisy high-rate part
+    # (seen here after 12 of 30 epochs) costs accuracy, so stopping and "best" count only from there on.
     callbacks = [keras.callbacks.EarlyStopping(
-        monitor="val_loss" if has_val else "loss", patience=cfg.patience, restore_best_weights=True)]
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+        monitor="val_loss" if has_val else "loss", patience=cfg.patience, restore_best_weights=True,
+        start_from_epoch=min_epochs)]
+    # shuffle=False: the tf.data pipeline shuffles; Keras would ignore the flag for a dataset and warn.
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, shuffle=False,
                         class_weight=class_weight, verbose=cfg.verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
@@ -159,7 +163,8 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None) -> Trai
                 0.0, max(1, cfg.fine_tune_epochs - 1) * per_epoch, warmup_target=cfg.fine_tune_learning_rate,
                 warmup_steps=per_epoch)
             model.compile(keras.optimizers.Adam(schedule), loss, metrics=["accuracy"])
-        histories["phase2"] = _fit(model, train_ds, val_ds, cfg.fine_tune_epochs, cfg, class_weight)
+        histories["phase2"] = _fit(model, train_ds, val_ds, cfg.fine_tune_epochs, cfg, class_weight,
+                                   min_epochs=cfg.fine_tune_epochs // 2)
     else:
         unfrozen = 0
 

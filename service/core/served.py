@@ -35,6 +35,7 @@ class BatchingSettings:
     batch_timeout_s: float = 0.002
     max_queue: int = 256
     max_concurrent_batches: int = 1
+    allowed_batch_sizes: tuple[int, ...] = ()  # pad batches up to one of these; () = run any size
 
 
 class ServedVersion:
@@ -42,7 +43,7 @@ class ServedVersion:
 
     def __init__(self, name: str, number: int, model: LoadedModel, batching: BatchingSettings,
                  image_limits: ImageLimits = ImageLimits(),
-                 on_batch: Callable[[str, int, BatchStats], None] | None = None):
+                 on_batch: Callable[[str, int, BatchStats, int], None] | None = None):
         self.name, self.number, self.model = name, number, model
         self.path: Path = model.path
         self.batching = batching
@@ -136,7 +137,7 @@ class ServedVersion:
 
             def stats(s: BatchStats) -> None:
                 if self._on_batch:
-                    self._on_batch(self.name, self.number, s)
+                    self._on_batch(self.name, self.number, s, self.queue_depth)
 
             b = self.batching
             batcher = DynamicBatcher(run, max_batch_size=b.max_batch_size, batch_timeout_s=b.batch_timeout_s,
@@ -147,13 +148,16 @@ class ServedVersion:
         return batcher
 
     def _run_rows(self, signature: str, rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        n = len(rows)
+        padded = next((size for size in self.batching.allowed_batch_sizes if size >= n), n)
+        # Padding repeats the last row: valid input whose outputs are dropped below.
+        rows = rows + [rows[-1]] * (padded - n)
         try:
             stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
         except ValueError as exc:
             raise InvalidInput(f"rows of different shapes cannot be batched: {exc}") from exc
         outputs = self.model.run(signature, stacked)
-        n = len(rows)
-        if any(np.ndim(v) == 0 or np.shape(v)[0] != n for v in outputs.values()):
+        if any(np.ndim(v) == 0 or np.shape(v)[0] != padded for v in outputs.values()):
             raise InternalError(f"signature '{signature}' did not return one output row per input row")
         return [{name: value[i] for name, value in outputs.items()} for i in range(n)]
 

@@ -84,6 +84,12 @@ def parse_model_config(text: str, *, relative_to: Path | None = None, source: st
     except text_format.ParseError as exc:
         raise ConfigError(f"{source}: not a valid ModelServerConfig text proto: {exc}. Fix the syntax, e.g. "
                           'model_config_list { config { name: "m" base_path: "/models/m" } }') from exc
+    return specs_from_proto(config, relative_to=relative_to, source=source)
+
+
+def specs_from_proto(config: model_server_config_pb2.ModelServerConfig, *, relative_to: Path | None = None,
+                     source: str = "<model config>") -> list[ModelSpec]:
+    """Specs from a parsed ``ModelServerConfig`` (a file's, or one sent with ``HandleReloadConfigRequest``)."""
     which = config.WhichOneof("config")
     if which == "custom_model_config":
         raise ConfigError(f"{source}: custom_model_config is not supported; list the models in model_config_list")

@@ -99,6 +99,11 @@ class ModelRepository:
     def ready_model(self, name: str) -> bool:
         return bool(self._served.get(name))
 
+    async def replace_specs(self, specs: list[ModelSpec]) -> None:
+        """Serve ``specs`` from now on instead of the configured source (ModelService's reload), and sync."""
+        self._specs_source = lambda: specs
+        await self.sync()
+
     async def load(self, name: str) -> None:
         """Bring ``name`` back after an unload, or pick up its new versions now."""
         self.spec(name)

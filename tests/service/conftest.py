@@ -31,13 +31,20 @@ class RunningServer:
     def runtime(self):
         return self.app.state.runtime
 
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.runtime.grpc.port}"
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
 
 
 def start_server(settings: Settings) -> RunningServer:
-    """Run ``create_app(settings)`` under uvicorn in a thread; return once it answers /readyz."""
+    """Run ``create_app(settings)`` under uvicorn in a thread; return once it answers /readyz.
+
+    Both transports listen on 127.0.0.1 only, gRPC on a free port (``grpc_target``)."""
+    settings = settings.replace(http_host="127.0.0.1", grpc_port=0)
     app = create_app(settings, registry=CollectorRegistry())
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -23,11 +23,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def bento(model_repo):
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(model_repo), "--host", "127.0.0.1",
-         "--http-port", str(port), "--poll-interval-s", "0"],
+         "--http-port", str(port), "--grpc-port", str(grpc_port), "--poll-interval-s", "0"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -41,13 +41,13 @@ def bento(model_repo):
     else:
         process.kill()
         pytest.fail(f"tlserve serve did not become ready:\n{process.stdout.read().decode()[-3000:]}")
-    yield url, process
+    yield url, process, grpc_port
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_bentoml_serves_the_apis_and_its_own_routes(bento):
-    url, _ = bento
+    url, _, _ = bento
     assert httpx.get(url + "/livez").status_code == 200
     r = httpx.post(url + "/v1/models/half_plus_two:predict", json={"instances": [[2.0]]})
     assert r.json() == {"predictions": [[3.0]]}
@@ -59,7 +59,7 @@ def test_bentoml_serves_the_apis_and_its_own_routes(bento):
 
 
 def test_tlserve_predict_prints_labels(bento, tiny_training, tmp_path, capsys):
-    url, _ = bento
+    url, _, _ = bento
     image = tmp_path / "shape.png"
     image.write_bytes(tiny_training.data.images[0])
     assert main(["predict", str(image), "--model", "shapes", "--url", url, "--top-k", "2"]) == 0
@@ -71,7 +71,7 @@ def test_tlserve_predict_prints_labels(bento, tiny_training, tmp_path, capsys):
 
 
 def test_sigterm_stops_every_process_cleanly(bento):
-    _, process = bento
+    _, process, _ = bento
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     time.sleep(1)

@@ -132,3 +132,20 @@ def test_removed_model_directory_unloads_cleanly(repo, running):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert httpx.get(running.url + "/readyz").status_code == 503
+
+
+def test_model_service_reload_config_switches_the_served_models(repo, running):
+    import grpc
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    copy_version(HALF_PLUS_THREE, repo / "three", "5")
+    request = model_management_pb2.ReloadConfigRequest()
+    config = request.config.model_config_list.config.add()
+    config.name, config.base_path, config.model_platform = "three", str(repo / "three"), "tensorflow"
+    with grpc.insecure_channel(running.grpc_target) as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=60)
+    assert response.status.error_code == 0
+    assert httpx.post(running.url + "/v1/models/three:predict", json={"instances": [[2.0]]}).json() == \
+        {"predictions": [[4.0]]}
+    # 'half' is no longer configured: it is unloaded and unknown.
+    assert httpx.post(running.url + "/v1/models/half:predict", json={"instances": [[2.0]]}).status_code == 404

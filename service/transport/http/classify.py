@@ -11,7 +11,8 @@ from starlette.datastructures import UploadFile
 
 from service.core.errors import InvalidInput, UnsupportedMediaType
 from service.core.inference import InferenceService, Target
-from service.transport.http.common import describe, parse_json, parse_version, read_body, request_timeout
+from service.transport.http.common import (describe, parse_json, parse_off_loop, parse_version, read_body,
+                                           request_timeout)
 
 PROTOCOL = "classify"
 MAX_IMAGES = 256
@@ -58,7 +59,7 @@ def _top_k(raw) -> int:
     return value
 
 
-async def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
+def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with 'images'")
@@ -104,7 +105,7 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         body = await read_body(request, max_body_bytes)
         media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if media == "application/json":
-            model, version, images, top_k = await _from_json(body)
+            model, version, images, top_k = await parse_off_loop(body, _from_json)
         elif media == "multipart/form-data":
             model, version, images, top_k = await _from_form(request, body)
         else:

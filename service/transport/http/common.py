@@ -7,6 +7,7 @@ one access-log line per request. Routes say what they served through ``describe`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -137,3 +138,13 @@ def parse_version(raw: str | None) -> int | None:
     if not raw.isdigit():
         raise NotFound(f"version '{raw}' is not a version number")
     return int(raw)
+
+
+OFF_LOOP_BYTES = 256 * 1024  # bodies above this are parsed in a worker thread, not on the event loop
+
+
+async def parse_off_loop(body: bytes, parse, *args):
+    """``parse(body, *args)``; in a worker thread when the body is large enough to stall other requests."""
+    if len(body) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(parse, body, *args)
+    return parse(body, *args)

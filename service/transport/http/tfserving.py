@@ -13,7 +13,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from service.codec import tfserving_json
 from service.core.errors import InvalidInput, NotFound
 from service.core.inference import InferenceService, Target
-from service.transport.http.common import (describe, json_response, parse_version, read_body,
+from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
                                            request_timeout)
 
 PROTOCOL = "tfserving-rest"
@@ -25,6 +25,11 @@ def _status_json(statuses) -> dict:
         {"version": str(s.number), "state": s.state,
          "status": {"error_code": "UNKNOWN" if s.error else "OK", "error_message": s.error}}
         for s in statuses]}
+
+
+def _serialized_examples(body: bytes):
+    signature, examples, context = tfserving_json.parse_examples(body)
+    return signature, tfserving_json.examples_to_serialized(examples, context)
 
 
 def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
@@ -58,7 +63,7 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
                 raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
             return signatures[signature].inputs
 
-        parsed = tfserving_json.parse_predict(body, input_specs)
+        parsed = await parse_off_loop(body, tfserving_json.parse_predict, input_specs)
         served, outputs = await inference.predict(target, parsed.signature_name, parsed.inputs,
                                                   deadline=inference.deadline(request_timeout(request)))
         describe(request, version=served.number)
@@ -67,7 +72,8 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
     async def classify_or_regress(request: Request, model: str, verb: str, version: str | None, label: str | None):
         target = Target(model, parse_version(version), label)
         describe(request, model=model, protocol=PROTOCOL, api=verb)
-        signature, examples, context = tfserving_json.parse_examples(await read_body(request, max_body_bytes))
+        body = await read_body(request, max_body_bytes)
+        signature, serialized = await parse_off_loop(body, _serialized_examples)
         served, signatures = inference.signatures(target)
         if signature not in signatures:
             raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
@@ -75,7 +81,6 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         if len(info.inputs) != 1:
             raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
         (key,) = info.inputs
-        serialized = tfserving_json.examples_to_serialized(examples, context)
         served, outputs = await inference.predict(target, signature, {key: serialized},
                                                   deadline=inference.deadline(request_timeout(request)))
         describe(request, version=served.number)

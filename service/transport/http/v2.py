@@ -9,7 +9,8 @@ from starlette.responses import Response
 from service.codec import v2 as v2_codec
 from service.core.inference import InferenceService, Target
 from service.repository.manager import AVAILABLE
-from service.transport.http.common import describe, json_response, parse_version, read_body, request_timeout
+from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
+                                           request_timeout)
 
 PROTOCOL = "v2-rest"
 SERVER_NAME = "tlserve"
@@ -67,7 +68,7 @@ def build_router(inference: InferenceService, max_body_bytes: int, server_versio
         target = Target(model, parse_version(version))
         body = await read_body(request, max_body_bytes)
         header = request.headers.get(HEADER_LENGTH)
-        parsed = v2_codec.parse_infer(body, header)
+        parsed = await parse_off_loop(body, v2_codec.parse_infer, header)
         signature = str(parsed.parameters.get("signature_name", "serving_default"))
         inputs = {t.name: t.data for t in parsed.inputs}
         wanted = [o["name"] for o in parsed.outputs] or None

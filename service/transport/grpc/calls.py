@@ -1,0 +1,75 @@
+"""What every gRPC method shares: status codes from the one error table, metrics, deadlines.
+
+``@rpc(protocol, api)`` wraps a servicer method: a ServiceError aborts the call with the table's code,
+anything else with INTERNAL and no details; the call is counted in the request metrics with its gRPC
+code name. Methods name the model and version they served through ``describe``, as HTTP routes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextvars import ContextVar
+from functools import wraps
+
+import grpc
+
+from service.core.errors import INTERNAL, ServiceError
+
+log = logging.getLogger(__name__)
+_labels: ContextVar[dict] = ContextVar("grpc_call_labels")
+
+
+def grpc_code(exc: BaseException) -> grpc.StatusCode:
+    kind = exc.kind if isinstance(exc, ServiceError) else INTERNAL
+    return grpc.StatusCode[kind.grpc_code]
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a ``time.monotonic()`` instant, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def describe(*, model: str | None = None, version: int | str | None = None) -> None:
+    """Label the current call's metrics with the model and version it served."""
+    labels = _labels.get(None)
+    if labels is not None:
+        if model is not None:
+            labels["model"] = model
+        if version is not None:
+            labels["version"] = str(version)
+
+
+def rpc(protocol: str, api: str):
+    def decorate(method):
+        @wraps(method)
+        async def wrapper(self, request, context):
+            labels = {"model": "", "version": ""}
+            token = _labels.set(labels)
+            started = time.monotonic()
+            code = grpc.StatusCode.OK
+            try:
+                return await method(self, request, context)
+            except ServiceError as exc:
+                code = grpc_code(exc)
+                await context.abort(code, exc.message)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:  # noqa: BLE001 - a bug; the client gets no internals
+                log.exception("internal error in %s", method.__qualname__)
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, "internal error")
+            finally:
+                _labels.reset(token)
+                self.metrics.observe_request(labels["model"], labels["version"], protocol, api, code.name,
+                                             time.monotonic() - started)
+
+        return wrapper
+
+    return decorate

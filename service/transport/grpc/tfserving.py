@@ -1,0 +1,209 @@
+"""TF Serving's gRPC API: ``tensorflow.serving.PredictionService`` and ``tensorflow.serving.ModelService``.
+
+Translates protobuf to named numpy tensors and back; clients built on the ``tensorflow-serving-api`` stubs
+work unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import any_pb2
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
+                                     inference_pb2, model_management_pb2, predict_pb2, prediction_service_pb2_grpc,
+                                     regression_pb2, model_service_pb2_grpc)
+from tensorflow_serving.apis import status_pb2
+
+from service.core.errors import InvalidInput, NotFound, NotImplementedYet
+from service.core.inference import InferenceService, Target
+from service.repository.config import ConfigError, specs_from_proto
+from service.transport.grpc.calls import deadline_of, describe, rpc
+
+PROTOCOL = "tfserving-grpc"
+_STATES = get_model_status_pb2.ModelVersionStatus.State
+
+
+def target_of(spec) -> Target:
+    """ModelSpec -> Target: version (Int64Value), or version_label, or neither (newest)."""
+    which = spec.WhichOneof("version_choice")
+    version = spec.version.value if which == "version" else None
+    label = spec.version_label if which == "version_label" else None
+    return Target(spec.name, version, label)
+
+
+def _to_array(name: str, proto) -> np.ndarray:
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as exc:  # TypeError/ValueError for unknown dtypes or inconsistent contents
+        raise InvalidInput(f"input '{name}' is not a valid TensorProto: {exc}") from exc
+
+
+def serialized_examples(request_input) -> np.ndarray:
+    """An ``Input`` (example list, optionally with a shared context) as serialized tf.Examples."""
+    which = request_input.WhichOneof("kind")
+    if which == "example_list":
+        examples = list(request_input.example_list.examples)
+    elif which == "example_list_with_context":
+        context = request_input.example_list_with_context.context
+        examples = []
+        for example in request_input.example_list_with_context.examples:
+            merged = example_pb2.Example()
+            merged.CopyFrom(context)
+            merged.MergeFrom(example)  # an example's own features win over the context's
+            examples.append(merged)
+    else:
+        raise InvalidInput("the request has no input examples")
+    if not examples:
+        raise InvalidInput("the request has no input examples")
+    return np.array([e.SerializeToString() for e in examples], dtype=object)
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, inference: InferenceService, metrics):
+        self.inference, self.metrics = inference, metrics
+
+    def _fill_spec(self, spec, name: str, version: int, signature: str) -> None:
+        spec.name = name
+        spec.version.value = version
+        spec.signature_name = signature
+
+    @rpc(PROTOCOL, "predict")
+    async def Predict(self, request, context):
+        target = target_of(request.model_spec)
+        describe(model=target.model)
+        inputs = {name: _to_array(name, proto) for name, proto in request.inputs.items()}
+        signature = request.model_spec.signature_name or "serving_default"
+        served, outputs = await self.inference.predict(target, signature, inputs, deadline=deadline_of(context),
+                                                       output_filter=list(request.output_filter) or None)
+        describe(version=served.number)
+        response = predict_pb2.PredictResponse()
+        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+    async def _run_examples(self, spec, request_input, context):
+        target = target_of(spec)
+        describe(model=target.model)
+        signature = spec.signature_name or "serving_default"
+        _, signatures = self.inference.signatures(target)
+        if signature not in signatures:
+            raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
+        inputs = signatures[signature].inputs
+        if len(inputs) != 1:  # recognised by structure: one input, the serialized examples
+            raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
+        (key,) = inputs
+        served, outputs = await self.inference.predict(target, signature, {key: serialized_examples(request_input)},
+                                                       deadline=deadline_of(context))
+        describe(version=served.number)
+        return target, served, signature, outputs
+
+    @staticmethod
+    def _classification(outputs, result) -> None:
+        scores, classes = outputs.get("scores"), outputs.get("classes")
+        if scores is None and classes is None:
+            raise InvalidInput("the signature has neither 'scores' nor 'classes' outputs to classify with")
+        rows = len(scores if scores is not None else classes)
+        for i in range(rows):
+            entry = result.classifications.add()
+            width = (scores if scores is not None else classes).reshape(rows, -1).shape[1]
+            for j in range(width):
+                item = entry.classes.add()
+                if classes is not None:
+                    label = classes.reshape(rows, -1)[i, j]
+                    item.label = label.decode("utf-8", "replace") if isinstance(label, bytes) else str(label)
+                if scores is not None:
+                    item.score = float(scores.reshape(rows, -1)[i, j])
+
+    @staticmethod
+    def _regression(outputs, result) -> None:
+        values = outputs.get("outputs")
+        if values is None:
+            if len(outputs) != 1:
+                raise InvalidInput("the signature has no 'outputs' output to regress with")
+            values = next(iter(outputs.values()))
+        for value in np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:, 0]:
+            result.regressions.add().value = float(value)
+
+    @rpc(PROTOCOL, "classify")
+    async def Classify(self, request, context):
+        target, served, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
+        response = classification_pb2.ClassificationResponse()
+        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        self._classification(outputs, response.result)
+        return response
+
+    @rpc(PROTOCOL, "regress")
+    async def Regress(self, request, context):
+        target, served, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
+        response = regression_pb2.RegressionResponse()
+        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        self._regression(outputs, response.result)
+        return response
+
+    @rpc(PROTOCOL, "multi_inference")
+    async def MultiInference(self, request, context):
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            target, served, signature, outputs = await self._run_examples(task.model_spec, request.input, context)
+            result = response.results.add()
+            self._fill_spec(result.model_spec, target.model, served.number, signature)
+            if task.method_name == "tensorflow/serving/classify":
+                self._classification(outputs, result.classification_result)
+            elif task.method_name == "tensorflow/serving/regress":
+                self._regression(outputs, result.regression_result)
+            else:
+                raise InvalidInput(f"unsupported method_name '{task.method_name}' (classify or regress)")
+        return response
+
+    @rpc(PROTOCOL, "metadata")
+    async def GetModelMetadata(self, request, context):
+        target = target_of(request.model_spec)
+        describe(model=target.model)
+        fields = list(request.metadata_field)
+        if fields != ["signature_def"]:
+            raise InvalidInput(f"metadata_field must be ['signature_def'], got {fields}")
+        served, _ = self.inference.signatures(target)
+        describe(version=served.number)
+        sigs = get_model_metadata_pb2.SignatureDefMap()
+        for name, sig in served.model.signature_defs.items():
+            sigs.signature_def[name].CopyFrom(sig)
+        packed = any_pb2.Any()
+        packed.Pack(sigs)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        self._fill_spec(response.model_spec, target.model, served.number, "")
+        response.model_spec.ClearField("signature_name")
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, inference: InferenceService, metrics):
+        self.inference, self.metrics = inference, metrics
+
+    @rpc(PROTOCOL, "model_status")
+    async def GetModelStatus(self, request, context):
+        target = target_of(request.model_spec)
+        describe(model=target.model)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in self.inference.status(target.model, target.version, target.label):
+            entry = response.model_version_status.add()
+            entry.version = status.number
+            entry.state = _STATES.Value(status.state)
+            entry.status.error_code = 2 if status.error else 0  # UNKNOWN or OK, as error_codes.proto numbers them
+            entry.status.error_message = status.error
+        return response
+
+    @rpc(PROTOCOL, "reload_config")
+    async def HandleReloadConfigRequest(self, request, context):
+        response = model_management_pb2.ReloadConfigResponse()
+        try:
+            specs = specs_from_proto(request.config)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if not specs and request.config.WhichOneof("config") != "model_config_list":
+            raise NotImplementedYet("only model_config_list configurations are supported")
+        await self.inference.repository.replace_specs(specs)
+        response.status.CopyFrom(status_pb2.StatusProto(error_code=0))
+        return response

@@ -1,0 +1,88 @@
+"""ServedVersion on a real TF1 SavedModel: per-model batching settings, padding to allowed sizes, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from service.core.errors import DeadlineExceeded, InvalidInput
+from service.core.served import BatchingSettings, ServedVersion
+from service.runtime.savedmodel import LoadedModel
+from service.settings import Settings, SettingsError
+from tests.service.conftest import TESTDATA
+
+
+@pytest.fixture(scope="module")
+def half_plus_two():
+    return LoadedModel(TESTDATA / "saved_model_half_plus_two_cpu" / "00000123")
+
+
+class Recording:
+    """Wraps a real model's run() to see the batch shapes that reach it."""
+
+    def __init__(self, model):
+        self.model, self.shapes = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def run(self, signature, inputs, output_filter=None):
+        self.shapes.append({k: v.shape for k, v in inputs.items()})
+        return self.model.run(signature, inputs, output_filter)
+
+
+def test_batches_are_padded_to_the_next_allowed_size_and_trimmed(half_plus_two):
+    recording = Recording(half_plus_two)
+    version = ServedVersion("half", 123, recording, BatchingSettings(max_batch_size=8, allowed_batch_sizes=(4, 8)))
+
+    async def main():
+        out = await version.predict("serving_default", {"x": np.array([[1.0], [2.0], [3.0]], np.float32)})
+        await version.drain_and_stop()
+        return out
+
+    out = asyncio.run(main())
+    np.testing.assert_allclose(out["y"], [[2.5], [3.0], [3.5]])
+    assert recording.shapes == [{"x": (4, 1)}]
+
+
+def test_expired_deadline_is_504_material_and_never_runs(half_plus_two):
+    recording = Recording(half_plus_two)
+    version = ServedVersion("half", 123, recording, BatchingSettings())
+
+    async def main():
+        with pytest.raises(DeadlineExceeded):
+            await version.predict("serving_default", {"x": np.ones((1, 1), np.float32)}, deadline=time.monotonic() - 1)
+        await version.drain_and_stop()
+
+    asyncio.run(main())
+    assert recording.shapes == []
+
+
+def test_inputs_must_share_a_batch_dimension(half_plus_two):
+    version = ServedVersion("half", 123, half_plus_two, BatchingSettings())
+    with pytest.raises(InvalidInput, match="batch dimension"):
+        asyncio.run(version.predict("serving_default", {"x": np.float32(1.0)}))
+
+
+def test_per_model_batching_overrides():
+    settings = Settings(max_batch_size=32,
+                        model_batching="digits:allowed_batch_sizes=2,8,max_batch_size=8; other: max_queue=5")
+    assert settings.batching_for("digits").max_batch_size == 8
+    assert settings.batching_for("digits").allowed_sizes() == (2, 8)
+    assert settings.batching_for("other").max_batch_size == 32 and settings.batching_for("other").max_queue == 5
+    assert settings.batching_for("third") == settings
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"model_batching": "digits:max_batch_size=0"}, "max_batch_size"),
+    ({"model_batching": "digits:speed=fast"}, "unknown"),
+    ({"model_batching": "digits"}, "model:key=value"),
+    ({"allowed_batch_sizes": "4,16", "max_batch_size": 32}, "end at max_batch_size"),
+    ({"allowed_batch_sizes": "8,4,32", "max_batch_size": 32}, "increase"),
+])
+def test_bad_batching_settings_are_refused(kwargs, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings(**kwargs).batching_for("digits")
