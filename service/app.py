@@ -65,7 +65,7 @@ class Runtime:
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
             await self.repository.start()
             if s.grpc_port >= 0:
-                self.grpc = await start_grpc_server(self, f"{s.http_host}:{s.grpc_port}")
+                self.grpc = await start_grpc_server(self, f"{s.http_host}:{s.grpc_port}", server_version())
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """gRPC first (health NOT_SERVING, in-flight calls finish), then the models."""

@@ -67,15 +67,19 @@ class InferenceService:
                                             output_filter=output_filter)
             return version, outputs
 
-    async def classify_images(self, target: Target, images: list[bytes], top_k: int, *,
-                              deadline: float | None = None) -> tuple[ServedVersion, list[list[Prediction]]]:
-        """The ``top_k`` classes of each image, best first, for a tlserve export."""
+    async def classify(self, target: Target, top_k: int, *, images: list[bytes] | None = None,
+                       pixels: np.ndarray | None = None, deadline: float | None = None
+                       ) -> tuple[ServedVersion, list[list[Prediction]]]:
+        """The ``top_k`` classes of each encoded image (or each pixels row), best first, for a tlserve export."""
         if top_k < 1:
             raise InvalidInput(f"top_k must be >= 1, got {top_k}")
         with self.using(target) as version:
             if not version.is_image_model or not version.class_names:
                 raise NotFound(f"model '{target.model}' is not an image classifier exported by tlserve")
-            outputs = await version.classify_images(images, deadline=deadline)
+            if pixels is not None:
+                outputs = await version.classify_pixels(pixels, deadline=deadline)
+            else:
+                outputs = await version.classify_images(images or [], deadline=deadline)
         scores = outputs["scores"]
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]

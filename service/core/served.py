@@ -97,6 +97,16 @@ class ServedVersion:
         if not images:
             raise InvalidInput("no images in the request")
         pixels = await asyncio.gather(*(self._decode(i, image) for i, image in enumerate(images)))
+        return await self.classify_pixels(np.stack(pixels), deadline=deadline)
+
+    async def classify_pixels(self, pixels: np.ndarray, *, deadline: float | None = None) -> dict[str, np.ndarray]:
+        """uint8 pixels ``[N, H, W, 3]`` at the model's size -> ``scores`` and ``classes``, through the pixels queue."""
+        expected = self.model.signatures["pixels"].inputs["pixels"].shape[1:]
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != tuple(expected):
+            raise InvalidInput(f"pixels must be uint8 [N, {', '.join(map(str, expected))}], "
+                               f"got {pixels.dtype} {list(pixels.shape)}")
+        if len(pixels) == 0:
+            raise InvalidInput("no images in the request")
         rows = await self._batcher("pixels").submit([{"pixels": p} for p in pixels], deadline=deadline)
         return _stack_rows(rows)
 

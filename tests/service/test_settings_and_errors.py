@@ -49,3 +49,55 @@ def test_http_answers_each_error_kind_with_its_status_and_a_json_error(kind):
 def test_unexpected_exceptions_are_500_without_details():
     response = error_response(KeyError("secret internals"))
     assert response.status_code == 500 and b"secret" not in response.body
+
+
+class _Raiser:
+    """A gRPC method that raises the error kind named in the request, through the real ``rpc`` wrapper."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry
+
+        from service.observability.metrics import Metrics
+
+        self.metrics = Metrics(CollectorRegistry())
+
+    async def call(self, request: bytes, context):
+        raise ERROR_CLASSES[next(k for k in errors.ERROR_TABLE if k.name == request.decode())]("what went wrong")
+
+
+def test_grpc_answers_each_error_kind_with_its_code():
+    import asyncio
+
+    import grpc
+
+    from service.transport.grpc.calls import rpc
+
+    raiser = _Raiser()
+    method = rpc("test", "raise")(_Raiser.call)
+
+    async def handler(request, context):
+        return await method(raiser, request, context)
+
+    async def main():
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "test.Errors", {"Raise": grpc.unary_unary_rpc_method_handler(handler)})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        codes = {}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/test.Errors/Raise")
+            for kind in errors.ERROR_TABLE:
+                try:
+                    await call(kind.name.encode())
+                except grpc.aio.AioRpcError as exc:
+                    codes[kind] = (exc.code(), exc.details())
+        await server.stop(0)
+        return codes
+
+    codes = asyncio.run(main())
+    for kind in errors.ERROR_TABLE:
+        assert codes[kind] == (grpc.StatusCode[kind.grpc_code], "what went wrong"), kind
+    counted = {s.labels["code"] for m in raiser.metrics.registry.collect() for s in m.samples
+               if s.name == "tlserve_requests_total"}
+    assert counted == {k.grpc_code for k in errors.ERROR_TABLE}

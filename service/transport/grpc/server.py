@@ -17,12 +17,18 @@ from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.transport.grpc import tfserving
+from service.transport.grpc.classifier import ClassifierServicer
+from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
+from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2_grpc
+from service.transport.grpc.v2 import InferenceServicer
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     "tensorflow.serving.PredictionService",
     "tensorflow.serving.ModelService",
+    "inference.GRPCInferenceService",
+    "tlserve.classifier.v1.Classifier",
     health.SERVICE_NAME,
     reflection.SERVICE_NAME,
 )
@@ -52,13 +58,16 @@ def _options(max_message_bytes: int) -> list[tuple[str, int]]:
             ("grpc.so_reuseport", 0)]  # a second server on the same port must fail, not share it
 
 
-async def start_grpc_server(runtime, address: str) -> GrpcServer:
+async def start_grpc_server(runtime, address: str, server_version: str) -> GrpcServer:
     """Start serving on ``address`` (``host:port``; port 0 picks a free one)."""
     settings, inference, metrics = runtime.settings, runtime.inference, runtime.metrics
     server = grpc.aio.server(options=_options(int(settings.grpc_max_message_mb * 2**20)))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         tfserving.PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(tfserving.ModelServicer(inference, metrics), server)
+    grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        InferenceServicer(inference, metrics, runtime.ready, server_version), server)
+    classifier_pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(inference, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)

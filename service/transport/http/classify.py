@@ -114,8 +114,9 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
             raise InvalidInput(f"at most {MAX_IMAGES} images per request, got {len(images)}")
         model = model or inference.default_model()
         describe(request, model=model)
-        served, predictions = await inference.classify_images(
-            Target(model, parse_version(version)), images, top_k, deadline=inference.deadline(request_timeout(request)))
+        served, predictions = await inference.classify(
+            Target(model, parse_version(version)), top_k, images=images,
+            deadline=inference.deadline(request_timeout(request)))
         describe(request, version=served.number)
         return {"model": model, "version": str(served.number),
                 "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in predictions]}

@@ -1,0 +1,69 @@
+"""tlserve's own gRPC service, ``tlserve.classifier.v1.Classifier``: typed top-k classification."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.core.errors import InvalidInput
+from service.core.inference import InferenceService, Target
+from service.transport.grpc.calls import deadline_of, describe, rpc
+from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+
+PROTOCOL = "classifier-grpc"
+DEFAULT_TOP_K = 3
+
+
+def _pixels(message) -> np.ndarray:
+    shape = (message.count, message.height, message.width, message.channels)
+    if len(message.data) != int(np.prod(shape)):
+        raise InvalidInput(f"pixels: {len(message.data)} bytes do not make uint8 {list(shape)}")
+    return np.frombuffer(message.data, np.uint8).reshape(shape)
+
+
+class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
+    def __init__(self, inference: InferenceService, metrics):
+        self.inference, self.metrics = inference, metrics
+
+    @rpc(PROTOCOL, "classify")
+    async def Classify(self, request, context):
+        selector = request.WhichOneof("selector")
+        target = Target(request.model or self.inference.default_model(),
+                        request.version if selector == "version" and request.version else None,
+                        request.version_label if selector == "version_label" and request.version_label else None)
+        describe(model=target.model)
+        if request.images and request.HasField("pixels"):
+            raise InvalidInput("send either images or pixels, not both")
+        pixels = _pixels(request.pixels) if request.HasField("pixels") else None
+        served, predictions = await self.inference.classify(
+            target, request.top_k or DEFAULT_TOP_K, images=list(request.images), pixels=pixels,
+            deadline=deadline_of(context))
+        describe(version=served.number)
+        response = classifier_pb2.ClassifyResponse(model=target.model, version=served.number)
+        for row in predictions:
+            result = response.results.add()
+            for p in row:
+                result.labels.add(label=p.label, index=p.index, score=p.score)
+        return response
+
+    def _model_info(self, name: str) -> classifier_pb2.ModelInfo:
+        repository = self.inference.repository
+        info = classifier_pb2.ModelInfo(name=name)
+        for status in repository.statuses(name):
+            info.versions.add(version=status.number, state=status.state, error=status.error)
+        info.version_labels.update(repository.spec(name).labels)
+        if repository.ready_model(name):
+            served = repository.resolve(name)
+            info.class_names.extend(served.class_names or [])
+            if served.is_image_model:
+                info.image_size = served.model.signatures["pixels"].inputs["pixels"].shape[1]
+        return info
+
+    @rpc(PROTOCOL, "list_models")
+    async def ListModels(self, request, context):
+        names = self.inference.repository.model_names()
+        return classifier_pb2.ListModelsResponse(models=[self._model_info(n) for n in names])
+
+    @rpc(PROTOCOL, "get_model")
+    async def GetModel(self, request, context):
+        describe(model=request.name)
+        return self._model_info(request.name)

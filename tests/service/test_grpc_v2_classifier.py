@@ -1,0 +1,160 @@
+"""KServe V2 gRPC and tlserve's Classifier service against a real server (the project's generated stubs)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
+from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
+from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
+from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def v2(channel):
+    return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def classifier(channel):
+    return classifier_pb2_grpc.ClassifierStub(channel)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_training):
+    return [tiny_training.data.images[i] for i in tiny_training.split.test[:3]]
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_export, images):
+    loaded = tf.saved_model.load(str(tiny_export[0]))
+    return loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
+
+
+def test_v2_health_and_metadata(v2):
+    assert v2.ServerLive(pb.ServerLiveRequest()).live
+    assert v2.ServerReady(pb.ServerReadyRequest()).ready
+    assert v2.ModelReady(pb.ModelReadyRequest(name="shapes")).ready
+    assert v2.ModelReady(pb.ModelReadyRequest(name="shapes", version="1")).ready
+    meta = v2.ModelMetadata(pb.ModelMetadataRequest(name="half_plus_two"))
+    assert list(meta.versions) == ["123"]
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("x", "FP32", [-1, 1])]
+    assert v2.ServerMetadata(pb.ServerMetadataRequest()).name == "tlserve"
+
+
+def test_v2_infer_raw_bytes_images(v2, images, expected):
+    request = pb.ModelInferRequest(model_name="shapes", id="req-7")
+    request.inputs.add(name="images", datatype="BYTES", shape=[len(images)])
+    request.raw_input_contents.append(encode_bytes_elements(images))
+    request.outputs.add(name="scores")
+    response = v2.ModelInfer(request, timeout=60)
+    assert response.id == "req-7" and response.model_version == "1"
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("scores", "FP32", [len(images), 3])
+    scores = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(len(images), 3)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_v2_infer_typed_contents_and_bytes_outputs(v2):
+    request = pb.ModelInferRequest(model_name="half_plus_two")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 1])
+    tensor.contents.fp32_contents.extend([2.0, 4.0])
+    response = v2.ModelInfer(request, timeout=60)
+    np.testing.assert_allclose(np.frombuffer(response.raw_output_contents[0], "<f4"), [3.0, 4.0])
+
+
+def test_v2_string_outputs_use_length_prefixed_bytes(v2, images):
+    request = pb.ModelInferRequest(model_name="shapes")
+    request.inputs.add(name="images", datatype="BYTES", shape=[1]).contents.bytes_contents.append(images[0])
+    request.outputs.add(name="classes")
+    response = v2.ModelInfer(request, timeout=60)
+    assert response.outputs[0].datatype == "BYTES" and list(response.outputs[0].shape) == [1, 3]
+    assert decode_bytes_elements(response.raw_output_contents[0], 3) == [b"circle", b"square", b"triangle"]
+
+
+@pytest.mark.parametrize("build, code", [
+    (lambda r: setattr(r, "model_name", "nope"), grpc.StatusCode.NOT_FOUND),
+    (lambda r: r.inputs.add(name="images", datatype="NOPE", shape=[1]), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: (r.inputs.add(name="images", datatype="BYTES", shape=[2]),
+                r.raw_input_contents.append(encode_bytes_elements([b"x"]))), grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: (r.inputs.add(name="images", datatype="BYTES", shape=[1]),
+                r.raw_input_contents.append(encode_bytes_elements([b"\x89PNG\r\n\x1a\ntruncated"]))),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    (lambda r: (r.inputs.add(name="images", datatype="FP32", shape=[1]).contents.fp32_contents.append(1.0)),
+     grpc.StatusCode.INVALID_ARGUMENT),
+])
+def test_v2_bad_requests(v2, build, code):
+    request = pb.ModelInferRequest(model_name="shapes")
+    build(request)
+    with pytest.raises(grpc.RpcError) as failed:
+        v2.ModelInfer(request, timeout=60)
+    assert failed.value.code() == code, failed.value.details()
+
+
+def test_classifier_images_and_pixels(classifier, images, expected, tiny_training):
+    labels = ["circle", "square", "triangle"]
+    response = classifier.Classify(classifier_pb2.ClassifyRequest(model="shapes", images=images, top_k=2), timeout=60)
+    assert response.model == "shapes" and response.version == 1
+    assert [r.labels[0].label for r in response.results] == [labels[i] for i in expected.argmax(1)]
+    assert [r.labels[0].index for r in response.results] == list(expected.argmax(1))
+    np.testing.assert_allclose([r.labels[0].score for r in response.results], expected.max(1), atol=1e-5)
+    assert all(len(r.labels) == 2 for r in response.results)
+
+    size = tiny_training.config.image_size
+    pixels = np.stack([tf.cast(tf.round(tf.image.resize(tf.io.decode_png(i), [size, size], antialias=True)),
+                               tf.uint8).numpy() for i in images])
+    message = classifier_pb2.Pixels(height=size, width=size, channels=3, count=len(images), data=pixels.tobytes())
+    by_pixels = classifier.Classify(classifier_pb2.ClassifyRequest(model="shapes", pixels=message), timeout=60)
+    assert [r.labels[0].label for r in by_pixels.results] == [r.labels[0].label for r in response.results]
+
+
+def test_classifier_errors(classifier, images):
+    with pytest.raises(grpc.RpcError) as failed:
+        classifier.Classify(classifier_pb2.ClassifyRequest(model="half_plus_two", images=images))
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND  # not an image classifier
+    bad = classifier_pb2.Pixels(height=5, width=5, channels=3, count=1, data=b"\0" * 75)
+    with pytest.raises(grpc.RpcError) as failed:
+        classifier.Classify(classifier_pb2.ClassifyRequest(model="shapes", pixels=bad))
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_classifier_lists_models(classifier):
+    models = {m.name: m for m in classifier.ListModels(classifier_pb2.ListModelsRequest()).models}
+    assert set(models) == {"half_plus_two", "shapes"}
+    shapes = classifier.GetModel(classifier_pb2.GetModelRequest(name="shapes"))
+    assert list(shapes.class_names) == ["circle", "square", "triangle"] and shapes.image_size == 32
+    assert [(v.version, v.state) for v in shapes.versions] == [(1, "AVAILABLE")]
+    with pytest.raises(grpc.RpcError) as failed:
+        classifier.GetModel(classifier_pb2.GetModelRequest(name="nope"))
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+TRITON_PYTHON = __import__("pathlib").Path(__file__).resolve().parents[2] / ".venv-triton" / "bin" / "python"
+
+
+def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_path):
+    """Triton's client runs in its own venv and process (its protobuf < 7 pin collides with ours)."""
+    import json
+    import subprocess
+
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(image)
+    script = __import__("pathlib").Path(__file__).resolve().parents[1] / "peers" / "triton_v2_client.py"
+    done = subprocess.run([str(TRITON_PYTHON), str(script), server.grpc_target, "shapes", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["live"] and answer["ready"] and answer["model_ready"]
+    assert answer["inputs"] == [{"name": "images", "datatype": "BYTES", "shape": ["-1"]}]
+    np.testing.assert_allclose(answer["scores"], expected, atol=1e-5)
