@@ -31,3 +31,27 @@ class HttpClient:
                 message = response.text[:200]
             raise ClientError(f"{self.url} answered {response.status_code}: {message}")
         return response.json()
+
+
+class GrpcClient:
+    """The same call over gRPC, through tlserve's Classifier service."""
+
+    def __init__(self, target: str = "127.0.0.1:8500", timeout_s: float = 60.0):
+        self.target = target
+        self.timeout_s = timeout_s
+
+    def classify(self, images: list[bytes], *, model: str | None = None, top_k: int = 3) -> dict:
+        """Same answer shape as ``HttpClient.classify``."""
+        import grpc
+
+        from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+
+        request = classifier_pb2.ClassifyRequest(model=model or "", images=images, top_k=top_k)
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                response = classifier_pb2_grpc.ClassifierStub(channel).Classify(request, timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                raise ClientError(f"{self.target} answered {exc.code().name}: {exc.details()}") from exc
+        return {"model": response.model, "version": str(response.version),
+                "predictions": [[{"label": label.label, "score": label.score} for label in result.labels]
+                                for result in response.results]}

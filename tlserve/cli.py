@@ -117,9 +117,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from service.client import HttpClient
+    from service.client import GrpcClient, HttpClient
 
-    client = HttpClient(args.url, timeout_s=args.timeout)
+    client = GrpcClient(args.grpc, args.timeout) if args.grpc else HttpClient(args.url, timeout_s=args.timeout)
     images = [(path, Path(path).read_bytes()) for path in args.images]
     result = client.classify([data for _, data in images], model=args.model, top_k=args.top_k)
     for (path, _), predictions in zip(images, result["predictions"]):
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", help="model name (may be omitted when the server has one)")
     p.add_argument("--url", default="http://127.0.0.1:3000")
+    p.add_argument("--grpc", metavar="HOST:PORT", help="call the gRPC Classifier service instead of HTTP")
     p.add_argument("--top-k", type=_positive, default=3)
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(run=_predict)

@@ -70,6 +70,20 @@ def test_tlserve_predict_prints_labels(bento, tiny_training, tmp_path, capsys):
     assert "404" in capsys.readouterr().err
 
 
+def test_grpc_runs_in_the_bentoml_worker_beside_http(bento, tiny_training, tmp_path, capsys):
+    url, _, grpc_port = bento
+    image = tmp_path / "shape.png"
+    image.write_bytes(tiny_training.data.images[0])
+    assert main(["predict", str(image), "--model", "shapes", "--grpc", f"127.0.0.1:{grpc_port}"]) == 0
+    by_grpc = capsys.readouterr().out
+    assert main(["predict", str(image), "--model", "shapes", "--url", url]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == by_grpc.splitlines()[1].split()[0]
+    metrics = httpx.get(url + "/metrics").text
+    # One copy of the weights: the version was loaded once, in the process that answers both transports.
+    assert 'tlserve_model_loads_total{model="shapes",result="ok",version="1"} 1.0' in metrics
+    assert 'protocol="classifier-grpc"' in metrics and 'protocol="classify"' in metrics
+
+
 def test_sigterm_stops_every_process_cleanly(bento):
     _, process, _ = bento
     process.send_signal(signal.SIGTERM)

@@ -158,3 +158,35 @@ def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_p
     assert answer["live"] and answer["ready"] and answer["model_ready"]
     assert answer["inputs"] == [{"name": "images", "datatype": "BYTES", "shape": ["-1"]}]
     np.testing.assert_allclose(answer["scores"], expected, atol=1e-5)
+
+
+def test_http_and_grpc_requests_share_the_pixels_batches(server, images):
+    """Mixed load on one model: both transports feed one batcher of one loaded version."""
+    import asyncio
+    import base64
+
+    import httpx
+
+    version = server.runtime.repository.resolve("shapes")
+    histogram = server.runtime.metrics.batch_size.labels("shapes", "1")
+
+    def total_items():
+        return next(s.value for s in histogram.collect()[0].samples if s.name.endswith("_sum"))
+
+    before = total_items()
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
+                grpc.aio.insecure_channel(server.grpc_target) as channel:
+            stub = classifier_pb2_grpc.ClassifierStub(channel)
+            calls = [http.post("/classify", json={"model": "shapes", "images": [base64.b64encode(images[0]).decode()]})
+                     for _ in range(16)]
+            calls += [stub.Classify(classifier_pb2.ClassifyRequest(model="shapes", images=[images[1]]))
+                      for _ in range(16)]
+            return await asyncio.gather(*calls)
+
+    answers = asyncio.run(main())
+    assert all(a.status_code == 200 for a in answers[:16]) and all(len(a.results) == 1 for a in answers[16:])
+    assert total_items() - before == 32  # every image of both transports went through this version's batches
+    assert set(version._batchers) == {"pixels"}  # one queue for the version
+    assert server.runtime.repository.resolve("shapes") is version
