@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--version", type=_positive, help="version number (default: the next free one)")
     t.add_argument("--backbone", default="mobilenet_v2", help="see `tlserve backbones list`")
     t.add_argument("--weights", help="Keras Applications backbones: a Keras weights file, or imagenet")
-    t.add_argument("--image-size", type=int, default=96)
+    t.add_argument("--image-size", type=int, default=112)
     t.add_argument("--resize", default="stretch", choices=["stretch", "crop"])
     t.add_argument("--batch-size", type=_positive, default=32)
     t.add_argument("--head-epochs", type=int, default=8, help="phase 1: backbone frozen")

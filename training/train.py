@@ -26,7 +26,7 @@ class TrainConfig:
     name: str
     backbone: str = "mobilenet_v2"
     weights: str | None = None
-    image_size: int = 96
+    image_size: int = 112  # digits, default split: 2 errors of 450 at 112 px, 3-8 at 96 px
     resize: str = "stretch"
     batch_size: int = 32
     head_epochs: int = 8

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import tensorflow as tf
 import uvicorn
 from prometheus_client import CollectorRegistry
 
@@ -94,3 +95,16 @@ def server(model_repo):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def images(tiny_training) -> list[bytes]:
+    """Five encoded test images of the tiny shapes model."""
+    return [tiny_training.data.images[i] for i in tiny_training.split.test[:5]]
+
+
+@pytest.fixture(scope="session")
+def expected(tiny_export, images):
+    """The exported SavedModel's own scores for ``images``, called directly: what every API must answer."""
+    loaded = tf.saved_model.load(str(tiny_export[0]))
+    return loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()

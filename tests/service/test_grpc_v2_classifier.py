@@ -29,17 +29,6 @@ def classifier(channel):
     return classifier_pb2_grpc.ClassifierStub(channel)
 
 
-@pytest.fixture(scope="module")
-def images(tiny_training):
-    return [tiny_training.data.images[i] for i in tiny_training.split.test[:3]]
-
-
-@pytest.fixture(scope="module")
-def expected(tiny_export, images):
-    loaded = tf.saved_model.load(str(tiny_export[0]))
-    return loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
-
-
 def test_v2_health_and_metadata(v2):
     assert v2.ServerLive(pb.ServerLiveRequest()).live
     assert v2.ServerReady(pb.ServerReadyRequest()).ready

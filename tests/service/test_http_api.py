@@ -17,18 +17,6 @@ from PIL import Image
 from tests.conftest import encode
 
 
-@pytest.fixture(scope="module")
-def images(tiny_training):
-    return [tiny_training.data.images[i] for i in tiny_training.split.test[:5]]
-
-
-@pytest.fixture(scope="module")
-def expected(tiny_export, images):
-    """Scores of the exported SavedModel itself, called directly."""
-    loaded = tf.saved_model.load(str(tiny_export[0]))
-    return loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

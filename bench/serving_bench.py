@@ -1,13 +1,14 @@
-"""Service throughput and latency over HTTP next to the model's in-process limit (a benchmark, not a test).
+"""Service throughput and latency over HTTP and gRPC next to the model's in-process limit (a benchmark).
 
-    .venv/bin/python bench/http_bench.py --model models/digits [--seconds 15]
+    .venv/bin/python bench/serving_bench.py --model models/digits [--seconds 15]
 
 1. In-process: the SavedModel's ``serving_default`` called directly on batches of ``--batch`` encoded
    test images (the service's batch limit): the most this machine can do with that model.
-2. `tlserve serve` (BentoML) on 127.0.0.1, driven by a closed loop of N clients (N = 1 and 32), each
-   sending one image per ``POST /classify`` and waiting for the answer. Throughput, p50 and p99.
+2. `tlserve serve` (BentoML, with its gRPC server) on 127.0.0.1, driven by a closed loop of N clients,
+   each sending one image per call and waiting for the answer: ``POST /classify`` at N = 1 and 32, and
+   the gRPC Classifier service at N = 32. Throughput, p50 and p99 latency.
 The load generator runs on the same 2 cores as the server, so the ratios understate the server.
-Writes bench/results/http_bench.json.
+Writes bench/results/serving_bench.json.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "http_bench.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "serving_bench.json"
 
 
 def test_images(count: int) -> list[bytes]:
@@ -52,50 +53,80 @@ def in_process(version_dir: Path, images: list[bytes], batch: int, seconds: floa
     return done / (time.monotonic() - started)
 
 
-async def closed_loop(url: str, model: str, images: list[bytes], concurrency: int, seconds: float) -> dict:
-    bodies = [json.dumps({"model": model, "images": [base64.b64encode(i).decode()], "top_k": 1}) for i in images]
+async def closed_loop(call, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` clients each awaiting ``call(k)`` (True on success) back to back; 2 s of warm-up first."""
     latencies: list[float] = []
     errors = 0
 
-    async def client(c: httpx.AsyncClient, k: int, until: float):
+    async def client(k: int, until: float):
         nonlocal errors
-        i = k
         while time.monotonic() < until:
             started = time.monotonic()
-            r = await c.post("/classify", content=bodies[i % len(bodies)],
-                             headers={"content-type": "application/json"})
-            if r.status_code == 200:
+            if await call(k):
                 latencies.append(time.monotonic() - started)
             else:
                 errors += 1
-            i += concurrency
+            k += concurrency
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-        await asyncio.gather(*(client(c, k, time.monotonic() + 2) for k in range(concurrency)))  # warm-up
-        latencies.clear()
-        started = time.monotonic()
-        await asyncio.gather(*(client(c, k, started + seconds) for k in range(concurrency)))
-        elapsed = time.monotonic() - started
+    await asyncio.gather(*(client(k, time.monotonic() + 2) for k in range(concurrency)))
+    latencies.clear()
+    errors = 0
+    started = time.monotonic()
+    await asyncio.gather(*(client(k, started + seconds) for k in range(concurrency)))
+    elapsed = time.monotonic() - started
     ms = np.array(latencies) * 1000
     return {"concurrency": concurrency, "throughput": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "errors": errors}
 
 
-def start_server(repo: Path, batch: int) -> tuple[subprocess.Popen, str]:
+async def http_load(url: str, model: str, images: list[bytes], concurrency: int, seconds: float) -> dict:
+    bodies = [json.dumps({"model": model, "images": [base64.b64encode(i).decode()], "top_k": 1}) for i in images]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        async def call(k: int) -> bool:
+            r = await c.post("/classify", content=bodies[k % len(bodies)], headers={"content-type": "application/json"})
+            return r.status_code == 200
+
+        return await closed_loop(call, concurrency, seconds)
+
+
+async def grpc_load(target: str, model: str, images: list[bytes], concurrency: int, seconds: float) -> dict:
+    import grpc
+
+    from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+
+    requests = [classifier_pb2.ClassifyRequest(model=model, images=[i], top_k=1) for i in images]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = classifier_pb2_grpc.ClassifierStub(channel)
+
+        async def call(k: int) -> bool:
+            try:
+                await stub.Classify(requests[k % len(requests)], timeout=60)
+                return True
+            except grpc.RpcError:
+                return False
+
+        return await closed_loop(call, concurrency, seconds)
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_server(repo: Path, batch: int) -> tuple[subprocess.Popen, str, str]:
+    port, grpc_port = _free_port(), _free_port()
     process = subprocess.Popen([sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(repo),
-                                "--host", "127.0.0.1", "--http-port", str(port), "--max-batch-size", str(batch),
-                                "--poll-interval-s", "0"],
+                                "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+                                "--max-batch-size", str(batch), "--poll-interval-s", "0"],
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return process, url
+                return process, url, f"127.0.0.1:{grpc_port}"
         except httpx.TransportError:
             pass
         time.sleep(0.5)
@@ -117,13 +148,16 @@ def main() -> None:
     limit = in_process(version_dir, images, args.batch, args.seconds)
     print(f"in-process serving_default, batch {args.batch}: {limit:.0f} img/s", flush=True)
     rows = [{"system": "inprocess", "concurrency": args.batch, "throughput": limit}]
-    process, url = start_server(model_dir.parent, args.batch)
+    process, url, target = start_server(model_dir.parent, args.batch)
+    runs = [("tlserve-http", "HTTP /classify", concurrency) for concurrency in args.concurrency]
+    runs.append(("tlserve-grpc", "gRPC Classifier", max(args.concurrency)))
     try:
-        for concurrency in args.concurrency:
-            row = asyncio.run(closed_loop(url, model_dir.name, images, concurrency, args.seconds))
-            row["system"] = "tlserve-http"
+        for system, label, concurrency in runs:
+            load = http_load(url, model_dir.name, images, concurrency, args.seconds) if system == "tlserve-http" \
+                else grpc_load(target, model_dir.name, images, concurrency, args.seconds)
+            row = {"system": system, **asyncio.run(load)}
             rows.append(row)
-            print(f"tlserve HTTP /classify, concurrency {concurrency}: {row['throughput']:.0f} img/s "
+            print(f"tlserve {label}, concurrency {concurrency}: {row['throughput']:.0f} img/s "
                   f"({row['throughput'] / limit:.2f} of in-process), p50 {row['p50_ms']:.1f} ms, "
                   f"p99 {row['p99_ms']:.1f} ms, errors {row['errors']}", flush=True)
     finally:
@@ -131,7 +165,7 @@ def main() -> None:
         process.wait(timeout=60)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": f"{platform.node()} {os.cpu_count()} cores", "model": str(version_dir),
-                                   "command": "python bench/http_bench.py --model " + args.model, "rows": rows},
+                                   "command": "python bench/serving_bench.py --model " + args.model, "rows": rows},
                                   indent=2) + "\n")
 
 
