@@ -16,12 +16,15 @@ It knows nothing of TensorFlow, HTTP or gRPC. Policy:
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
-from service.core.errors import DeadlineExceeded, InternalError, ServiceError, Unavailable
+from service.core.errors import DeadlineExceeded, InternalError, ServiceError, TooLarge, Unavailable
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -99,14 +102,25 @@ class DynamicBatcher(Generic[T, R]):
             raise Unavailable("shutting down", retry_after_s=1.0)
         if not items:
             return []
+        if len(items) > self.max_queue:
+            # Retrying cannot help this request: it is refused as too large, not as overload.
+            raise TooLarge(f"{len(items)} items in one request; this model queues at most {self.max_queue}")
+        if len(self._queue) + len(items) > self.max_queue:
+            self._drop_dead()  # cancelled and expired entries do not count against the bound
         if len(self._queue) + len(items) > self.max_queue:
             raise Unavailable(f"queue full ({self.max_queue} items waiting)", retry_after_s=1.0)
         loop = asyncio.get_running_loop()
         entries = [_Entry(item, loop.create_future(), deadline) for item in items]
         self._queue.extend(entries)
         self._wakeup.set()
+        results = asyncio.gather(*(e.future for e in entries))
         try:
-            return list(await asyncio.gather(*(e.future for e in entries)))
+            if deadline is None:
+                return list(await results)
+            try:
+                return list(await asyncio.wait_for(results, max(0.0, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded("deadline passed before the model answered") from None
         finally:
             # On failure or cancellation, siblings still queued are not worth running.
             for e in entries:
@@ -174,11 +188,14 @@ class DynamicBatcher(Generic[T, R]):
             for entry, result in zip(batch, outcome):
                 self._settle(entry, result)
         finally:
-            if self._on_batch:
-                self._on_batch(BatchStats(len(batch), [started - e.enqueued for e in batch],
-                                          time.monotonic() - started))
             self._in_flight -= 1
             self._wakeup.set()
+            if self._on_batch:
+                try:
+                    self._on_batch(BatchStats(len(batch), [started - e.enqueued for e in batch],
+                                              time.monotonic() - started))
+                except Exception:  # noqa: BLE001 - metrics must never stop the batcher
+                    log.exception("batch statistics callback failed")
 
     async def _call(self, items: list) -> Sequence[Any] | Exception:
         """``fn(items)``'s results, or the exception it raised."""

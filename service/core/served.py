@@ -20,7 +20,7 @@ import numpy as np
 
 from service.batching.batcher import BatchStats, DynamicBatcher
 from service.codec.images import ImageLimits, inspect_image
-from service.core.errors import InternalError, InvalidInput, NotFound
+from service.core.errors import InternalError, InvalidInput, NotFound, TooLarge, UnsupportedMediaType
 from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 
@@ -112,11 +112,13 @@ class ServedVersion:
 
     async def _decode(self, index: int, image: bytes) -> np.ndarray:
         try:
-            inspect_image(image, self.image_limits)
-            out = await asyncio.to_thread(self.model.run, "preprocess", {"image": np.array(image, dtype=object)})
-        except InvalidInput as exc:
+            return await asyncio.to_thread(self._check_and_decode, image)
+        except (InvalidInput, UnsupportedMediaType, TooLarge) as exc:
             raise type(exc)(f"image {index}: {exc.message}") from exc
-        return out["pixels"]
+
+    def _check_and_decode(self, image: bytes) -> np.ndarray:
+        inspect_image(image, self.image_limits)  # header only: refuses bombs before the decoder allocates
+        return self.model.run("preprocess", {"image": np.array(image, dtype=object)})["pixels"]
 
     def _images_from(self, signature: str, info: SignatureInfo, inputs: dict[str, np.ndarray]) -> list[bytes]:
         (key,) = info.inputs  # tlserve's image signatures have exactly one input
@@ -136,6 +138,8 @@ class ServedVersion:
         if None in sizes.values() or len(set(sizes.values())) != 1:
             raise InvalidInput(f"inputs must share one batch dimension, got sizes {sizes}")
         (n,) = set(sizes.values())
+        if n == 0:
+            raise InvalidInput("inputs have an empty batch dimension")
         rows = [{name: value[i] for name, value in inputs.items()} for i in range(n)]
         return _stack_rows(await self._batcher(signature).submit(rows, deadline=deadline))
 

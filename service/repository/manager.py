@@ -61,7 +61,7 @@ class ModelRepository:
 
     # -- lookups (event loop, no awaits: always a consistent view) ---------------------------------
     def model_names(self) -> list[str]:
-        return sorted(set(self._specs) | set(self._served))
+        return sorted(self._specs)
 
     def spec(self, name: str) -> ModelSpec:
         if name not in self._specs:
@@ -93,7 +93,7 @@ class ModelRepository:
 
     def ready(self, require_all: bool = True) -> bool:
         """All configured models (or any, when ``require_all`` is False) have a version available."""
-        have = [bool(self._served.get(name)) for name in self._specs]
+        have = [bool(self._served.get(name)) for name in self._specs if name not in self._unloaded_by_request]
         return bool(have) and (all(have) if require_all else any(have))
 
     def ready_model(self, name: str) -> bool:
@@ -102,19 +102,19 @@ class ModelRepository:
     async def replace_specs(self, specs: list[ModelSpec]) -> None:
         """Serve ``specs`` from now on instead of the configured source (ModelService's reload), and sync."""
         self._specs_source = lambda: specs
-        await self.sync()
+        await asyncio.shield(self.sync())  # a caller giving up must not leave a load half-done
 
     async def load(self, name: str) -> None:
         """Bring ``name`` back after an unload, or pick up its new versions now."""
         self.spec(name)
         self._unloaded_by_request.discard(name)
-        await self.sync()
+        await asyncio.shield(self.sync())
 
     async def unload(self, name: str) -> None:
         """Unload every version of ``name`` (after in-flight requests) until ``load`` is called."""
         self.spec(name)
         self._unloaded_by_request.add(name)
-        await self.sync()
+        await asyncio.shield(self.sync())
 
     def served_versions(self) -> list[ServedVersion]:
         return [v for versions in self._served.values() for v in versions.values()]
@@ -146,28 +146,31 @@ class ModelRepository:
     async def sync(self) -> None:
         """One reconciliation of wanted and loaded versions (also the 'reload now' action)."""
         async with self._sync_lock:
-            self._specs = {spec.name: spec for spec in self._specs_source()}
+            self._specs = {spec.name: spec for spec in await asyncio.to_thread(self._specs_source)}
             for name in list(self._served):
                 if name not in self._specs or name in self._unloaded_by_request:
                     for number in list(self._served[name]):
                         self._retire(name, number)
+                if name not in self._specs:
+                    del self._served[name]
             await asyncio.gather(*(self._sync_model(spec) for spec in self._specs.values()
                                    if spec.name not in self._unloaded_by_request))
 
     async def _sync_model(self, spec: ModelSpec) -> None:
         status = self._status.setdefault(spec.name, {})
         served = self._served.setdefault(spec.name, {})
-        found = scan_versions(spec.base_path)
+        # Directory walks can be slow (network file systems): they run in a worker thread.
+        found = await asyncio.to_thread(scan_versions, spec.base_path)
         candidates = {}
         for number, entry in found.items():
             known = status.get(number)
             if number in served:
                 candidates[number] = entry
                 continue
-            stamp = content_stamp(entry.path)
+            stamp = await asyncio.to_thread(content_stamp, entry.path)
             if known and known.error and known.stamp == stamp:
                 continue  # failed before, unchanged since: do not retry
-            problem = version_problem(entry.path)
+            problem = await asyncio.to_thread(version_problem, entry.path)
             if problem:
                 self._set(spec.name, number, entry.path, END, f"incomplete version: {problem}", stamp)
                 continue
@@ -184,7 +187,7 @@ class ModelRepository:
         return all(n in served for n in wanted) and bool(wanted)
 
     async def _load(self, name: str, entry) -> None:
-        stamp = content_stamp(entry.path)
+        stamp = await asyncio.to_thread(content_stamp, entry.path)
         self._set(name, entry.number, entry.path, LOADING, "", stamp)
         started = time.monotonic()
         try:

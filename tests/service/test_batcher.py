@@ -209,3 +209,61 @@ def test_several_slots_overlap_batches():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         DynamicBatcher(Recorder(), max_batch_size=0)
+
+
+def test_a_failing_statistics_callback_does_not_stop_the_batcher():
+    def broken(_stats):
+        raise OSError("disk full")
+
+    async def main():
+        b = await _started(Recorder(), on_batch=broken)
+        first = await b.submit([1])
+        second = await b.submit([2], deadline=time.monotonic() + 5)
+        await b.stop()
+        return first, second
+
+    assert run(main()) == ([2], [4])
+
+
+def test_a_request_larger_than_the_queue_is_too_large_not_overload():
+    from service.core.errors import TooLarge
+
+    async def main():
+        b = await _started(Recorder(), max_queue=4)
+        with pytest.raises(TooLarge):
+            await b.submit([1, 2, 3, 4, 5])
+        await b.stop()
+
+    run(main())
+
+
+def test_cancelled_entries_do_not_count_against_the_queue():
+    async def main():
+        fn = Recorder()
+        fn.gate = asyncio.Event()
+        b = await _started(fn, max_batch_size=1, max_queue=3)
+        running = asyncio.create_task(b.submit(["first"]))
+        await asyncio.sleep(0.02)
+        gone = asyncio.create_task(b.submit([1, 2, 3]))
+        await asyncio.sleep(0.02)
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        later = asyncio.create_task(b.submit([7]))  # fits once the cancelled entries are dropped
+        await asyncio.sleep(0.01)
+        fn.gate.set()
+        results = await asyncio.gather(running, later)
+        await b.stop()
+        return results
+
+    assert run(main()) == [["first" * 2], [14]]
+
+
+def test_deadline_also_bounds_a_batch_that_never_finishes():
+    async def main():
+        fn = Recorder()
+        fn.gate = asyncio.Event()  # never set: the model hangs
+        b = await _started(fn)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([1], deadline=time.monotonic() + 0.1)
+
+    run(main())

@@ -125,6 +125,19 @@ def test_version_that_fails_to_load_keeps_the_previous_one(repo, running):
     assert 'tlserve_model_loads_total{model="half",result="failed",version="2"} 1.0' in metrics
 
 
+def test_removed_model_leaves_every_listing(repo, running):
+    copy_version(HALF_PLUS_THREE, repo / "three", "1")
+    deadline = time.monotonic() + 30
+    while httpx.get(running.url + "/v1/models/three").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    shutil.rmtree(repo / "three")
+    while {m["name"] for m in httpx.post(running.url + "/v2/repository/index").json()} != {"half"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert httpx.post(running.url + "/v1/models/three:predict", json={"instances": [[2.0]]}).status_code == 404
+
+
 def test_removed_model_directory_unloads_cleanly(repo, running):
     shutil.rmtree(repo / "half" / "1")
     deadline = time.monotonic() + 30

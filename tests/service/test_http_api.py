@@ -151,6 +151,8 @@ BAD_REQUESTS = [
     ("float for bytes input", "POST", "/v1/models/shapes:predict", {"json": {"instances": [1.5]}}, 400),
     ("unknown model", "POST", "/v1/models/nope:predict", {"json": {"instances": [1.0]}}, 404),
     ("unknown version", "GET", "/v1/models/shapes/versions/99", {}, 404),
+    ("non-ascii digit version", "GET", "/v1/models/shapes/versions/%C2%B2", {}, 404),
+    ("empty batch", "POST", "/v1/models/half_plus_two:predict", {"json": {"inputs": {"x": []}}}, 400),
     ("unknown label", "GET", "/v1/models/shapes/labels/stable", {}, 404),
     ("unknown signature", "POST", "/v1/models/shapes:predict", {"json": {"signature_name": "x", "instances": [1]}},
      404),
@@ -229,3 +231,9 @@ def test_metrics_and_request_id(client):
 def test_openapi_documents_the_routes(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert "/classify" in paths and "/v1/models/{model}:predict" in paths and "/v2/models/{model}/infer" in paths
+
+
+def test_regress_on_a_classifier_is_a_client_error(client, images):
+    body = {"signature_name": "classify", "examples": [{"image/encoded": {"b64": b64(images[0])}}]}
+    r = client.post("/v1/models/shapes:regress", json=body)
+    assert r.status_code == 400 and "not a regression signature" in r.json()["error"]

@@ -26,10 +26,9 @@ def grpc_code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode[kind.grpc_code]
 
 
-def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
-    """The client's deadline as a ``time.monotonic()`` instant, or None when it set none."""
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+def timeout_of(context: grpc.aio.ServicerContext) -> float | None:
+    """Seconds left before the client's deadline, or None when it set none (the server default applies)."""
+    return context.time_remaining()
 
 
 def describe(*, model: str | None = None, version: int | str | None = None) -> None:

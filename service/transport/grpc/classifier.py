@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from service.core.errors import InvalidInput
 from service.core.inference import InferenceService, Target
-from service.transport.grpc.calls import deadline_of, describe, rpc
+from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 
 PROTOCOL = "classifier-grpc"
@@ -15,7 +17,7 @@ DEFAULT_TOP_K = 3
 
 def _pixels(message) -> np.ndarray:
     shape = (message.count, message.height, message.width, message.channels)
-    if len(message.data) != int(np.prod(shape)):
+    if len(message.data) != math.prod(shape):
         raise InvalidInput(f"pixels: {len(message.data)} bytes do not make uint8 {list(shape)}")
     return np.frombuffer(message.data, np.uint8).reshape(shape)
 
@@ -36,7 +38,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         pixels = _pixels(request.pixels) if request.HasField("pixels") else None
         served, predictions = await self.inference.classify(
             target, request.top_k or DEFAULT_TOP_K, images=list(request.images), pixels=pixels,
-            deadline=deadline_of(context))
+            deadline=self.inference.deadline(timeout_of(context)))
         describe(version=served.number)
         response = classifier_pb2.ClassifyResponse(model=target.model, version=served.number)
         for row in predictions:

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import status_pb2
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet
 from service.core.inference import InferenceService, Target
 from service.repository.config import ConfigError, specs_from_proto
-from service.transport.grpc.calls import deadline_of, describe, rpc
+from service.transport.grpc.calls import describe, rpc, timeout_of
 
 PROTOCOL = "tfserving-grpc"
 _STATES = get_model_status_pb2.ModelVersionStatus.State
@@ -74,7 +74,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         describe(model=target.model)
         inputs = {name: _to_array(name, proto) for name, proto in request.inputs.items()}
         signature = request.model_spec.signature_name or "serving_default"
-        served, outputs = await self.inference.predict(target, signature, inputs, deadline=deadline_of(context),
+        served, outputs = await self.inference.predict(target, signature, inputs, deadline=self.inference.deadline(timeout_of(context)),
                                                        output_filter=list(request.output_filter) or None)
         describe(version=served.number)
         response = predict_pb2.PredictResponse()
@@ -95,7 +95,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
         (key,) = inputs
         served, outputs = await self.inference.predict(target, signature, {key: serialized_examples(request_input)},
-                                                       deadline=deadline_of(context))
+                                                       deadline=self.inference.deadline(timeout_of(context)))
         describe(version=served.number)
         return target, served, signature, outputs
 

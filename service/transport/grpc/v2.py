@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from service.codec import dtypes
@@ -9,7 +11,7 @@ from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
 from service.core.errors import InvalidInput
 from service.core.inference import InferenceService, Target
 from service.repository.manager import AVAILABLE
-from service.transport.grpc.calls import deadline_of, describe, rpc
+from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 
@@ -24,7 +26,7 @@ _CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "in
 def _version(raw: str) -> int | None:
     if not raw:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"model_version '{raw}' is not a version number")
     return int(raw)
 
@@ -34,7 +36,7 @@ def _input_array(tensor, raw: bytes | None) -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input '{tensor.name}': shape {list(shape)} has a negative dimension")
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if raw is not None:
         if dtype.name == "BYTES":
             values = decode_bytes_elements(raw, count, what=f"input '{tensor.name}'")
@@ -118,7 +120,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         target = Target(request.model_name, _version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
         served, outputs = await self.inference.predict(target, signature, inputs, output_filter=wanted,
-                                                       deadline=deadline_of(context))
+                                                       deadline=self.inference.deadline(timeout_of(context)))
         describe(version=served.number)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(served.number),
                                          id=request.id)

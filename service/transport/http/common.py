@@ -101,18 +101,25 @@ class RequestAccounting:
             response = error_response(Unavailable(f"too many concurrent requests ({self.max_concurrent})",
                                                   retry_after_s=1.0))
             await response(scope, receive, send_with_id)
+            self._record(scope, state, status["code"], request_id, time.monotonic() - started)
         else:
             self.active += 1
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception:
+                status["code"] = 500  # answered by Starlette's outermost handler, after this middleware
+                raise
             finally:
                 self.active -= 1
-        seconds = time.monotonic() - started
+                self._record(scope, state, status["code"], request_id, time.monotonic() - started)
+
+    def _record(self, scope, state: dict, code: int, request_id: str, seconds: float) -> None:
         if state.get("api"):
             self.metrics.observe_request(state.get("model", ""), state.get("version", ""),
-                                         state.get("protocol", "http"), state["api"], str(status["code"]), seconds)
-        access_log.info("%s %s %s %d %.1fms id=%s", scope.get("client", ("-",))[0] if scope.get("client") else "-",
-                        scope["method"], scope["path"], status["code"], seconds * 1000, request_id)
+                                         state.get("protocol", "http"), state["api"], str(code), seconds)
+        client = scope.get("client")
+        access_log.info("%s %s %s %d %.1fms id=%s", client[0] if client else "-", scope["method"], scope["path"],
+                        code, seconds * 1000, request_id)
 
 
 def parse_json(body: bytes):
@@ -135,7 +142,7 @@ def parse_version(raw: str | None) -> int | None:
     """A version path segment: digits (leading zeros allowed) or a 404, as an unknown version would be."""
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise NotFound(f"version '{raw}' is not a version number")
     return int(raw)
 

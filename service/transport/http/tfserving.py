@@ -86,8 +86,11 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         describe(request, version=served.number)
         if verb == "classify":
             return json_response(tfserving_json.format_classify(outputs.get("classes"), outputs.get("scores")))
-        values = outputs.get("outputs", next(iter(outputs.values())))
-        return json_response(tfserving_json.format_regress(np.asarray(values)))
+        values = np.asarray(outputs.get("outputs", next(iter(outputs.values()))))
+        if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
+            raise InvalidInput(f"signature '{signature}' answers shape {list(values.shape)}, not one value per "
+                               "example: it is not a regression signature")
+        return json_response(tfserving_json.format_regress(values))
 
     async def classify(request: Request, model: str, version: str | None = None, label: str | None = None):
         return await classify_or_regress(request, model, "classify", version, label)
