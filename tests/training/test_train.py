@@ -79,7 +79,8 @@ def _folder_with_bad_files(root):
 def test_cli_trains_through_bad_files_and_evaluates(tmp_path, capsys):
     data = _folder_with_bad_files(tmp_path / "data")
     code = main(["train", "--data", str(data), "--name", "colours", "--out", str(tmp_path / "models"),
-                 "--image-size", "32", "--head-epochs", "2", "--fine-tune-epochs", "1", "--fine-tune-layers", "5",
+                 "--image-size", "32", "--head-epochs", "10", "--head-lr", "0.01", "--fine-tune-epochs", "1",
+                 "--fine-tune-layers", "5", "--fine-tune-lr", "1e-4",
                  "--batch-size", "8", "--test-fraction", "0.25", "--val-fraction", "0.2", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -93,7 +94,7 @@ def test_cli_trains_through_bad_files_and_evaluates(tmp_path, capsys):
                  "--out", str(tmp_path / "eval")])
     assert code == 0
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert report["n"] == 16 and report["accuracy"] > 0.9  # red vs blue is easy even after one epoch
+    assert report["n"] == 16 and report["accuracy"] > 0.9, report["accuracy"]  # red vs blue: 10 head epochs suffice
 
 
 def test_cli_reports_bad_data_as_an_error(tmp_path, capsys):
