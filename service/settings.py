@@ -42,7 +42,6 @@ class Settings:
     gpu_memory_limit_mb: int = 0  # 0: grow on demand
     intra_op_threads: int = 0
     inter_op_threads: int = 0
-    log_level: str = "INFO"
 
     def __post_init__(self):
         problems = []

@@ -73,11 +73,6 @@ class DynamicBatcher(Generic[T, R]):
         """Items waiting, not yet in a batch."""
         return len(self._queue)
 
-    @property
-    def in_flight(self) -> int:
-        """Batches running now."""
-        return self._in_flight
-
     def start(self) -> None:
         """Start the dispatch loop on the running event loop."""
         if self._loop_task is None:

@@ -116,9 +116,6 @@ class ModelRepository:
         self._unloaded_by_request.add(name)
         await asyncio.shield(self.sync())
 
-    def served_versions(self) -> list[ServedVersion]:
-        return [v for versions in self._served.values() for v in versions.values()]
-
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Load what is wanted now, then keep polling."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -73,11 +72,9 @@ class LoadedModel:
         meta = read_meta_graph(self.path)
         self.signature_defs = meta.signature_def  # the stored protos, for GetModelMetadata and /metadata
         self.signatures: dict[str, SignatureInfo] = read_signatures(meta)
-        started = time.monotonic()
         runner = _Tf2Runner if meta.object_graph_def.nodes else _SessionRunner
         self._runner = runner(self.path, meta.signature_def, device)
         self.signatures = {k: v for k, v in self.signatures.items() if k in self._runner.available}
-        self.load_seconds = time.monotonic() - started
 
     def signature(self, name: str) -> SignatureInfo:
         """The signature called ``name``, or NotFound listing the ones there are."""

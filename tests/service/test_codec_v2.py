@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from service.codec.v2 import (V2Request, binary_output_names, decode_bytes_elements, encode_bytes_elements,
+from service.codec.v2 import (binary_output_names, decode_bytes_elements, encode_bytes_elements,
                               encode_infer_response, parse_infer)
 from service.core.errors import InvalidInput
 

@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import encode
 
 
 def b64(data: bytes) -> str:
