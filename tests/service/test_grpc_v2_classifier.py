@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import numpy as np
 import pytest
@@ -127,7 +129,7 @@ def test_classifier_lists_models(classifier):
     assert failed.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-TRITON_PYTHON = __import__("pathlib").Path(__file__).resolve().parents[2] / ".venv-triton" / "bin" / "python"
+TRITON_PYTHON = Path(__file__).resolve().parents[2] / ".venv-triton" / "bin" / "python"
 
 
 def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_path):
@@ -139,7 +141,7 @@ def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_p
     for i, image in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         paths[-1].write_bytes(image)
-    script = __import__("pathlib").Path(__file__).resolve().parents[1] / "peers" / "triton_v2_client.py"
+    script = Path(__file__).resolve().parents[1] / "peers" / "triton_v2_client.py"
     done = subprocess.run([str(TRITON_PYTHON), str(script), server.grpc_target, "shapes", *map(str, paths)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import struct
+import time
 
 import httpx
 import numpy as np
@@ -236,3 +237,19 @@ def test_regress_on_a_classifier_is_a_client_error(client, images):
     body = {"signature_name": "classify", "examples": [{"image/encoded": {"b64": b64(images[0])}}]}
     r = client.post("/v1/models/shapes:regress", json=body)
     assert r.status_code == 400 and "not a regression signature" in r.json()["error"]
+
+
+def test_a_client_that_leaves_cancels_its_request(server, images):
+    """The handler is cancelled when the client disconnects; it is counted as 499, never answered 200."""
+    body = {"model": "shapes", "images": [b64(images[i % 5]) for i in range(200)]}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.url + "/classify", json=body, timeout=httpx.Timeout(5, read=0.05))
+    requests = server.runtime.metrics.requests
+
+    def count(code):
+        return requests.labels("shapes", "", "classify", "classify", code)._value.get()
+
+    deadline = time.monotonic() + 30
+    while count("499") < 1:
+        assert time.monotonic() < deadline, "the abandoned request was not cancelled"
+        time.sleep(0.05)

@@ -74,6 +74,42 @@ def request_timeout(request: Request) -> float | None:
     return value if value > 0 else None
 
 
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request": recorded, never sent
+
+
+async def _run_unless_client_leaves(app, scope, receive, send) -> bool:
+    """Run the app; cancel it if the client disconnects after sending its body. True when cancelled.
+
+    Cancelling the handler cancels its batcher futures, so work for a client that is gone is dropped
+    before it reaches the model (the same as a cancelled gRPC call).
+    """
+    body_read = asyncio.Event()
+
+    async def tracking_receive():
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body"):
+            body_read.set()
+        return message
+
+    handler = asyncio.ensure_future(app(scope, tracking_receive, send))
+
+    async def watch() -> None:
+        await body_read.wait()
+        if (await receive())["type"] == "http.disconnect":  # nothing else can arrive after the body
+            handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await handler
+        return False
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return True
+        raise
+    finally:
+        watcher.cancel()
+
+
 class RequestAccounting:
     def __init__(self, app, metrics: Metrics, max_concurrent: int):
         self.app = app
@@ -105,7 +141,8 @@ class RequestAccounting:
         else:
             self.active += 1
             try:
-                await self.app(scope, receive, send_with_id)
+                if await _run_unless_client_leaves(self.app, scope, receive, send_with_id):
+                    status["code"] = CLIENT_CLOSED
             except Exception:
                 status["code"] = 500  # answered by Starlette's outermost handler, after this middleware
                 raise
