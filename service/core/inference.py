@@ -35,8 +35,9 @@ class InferenceService:
         self.repository = repository
         self.request_timeout_s = request_timeout_s
 
-    def deadline(self, timeout_s: float | None = None) -> float:
-        """A ``time.monotonic()`` deadline: the client's timeout when it sent one, else the default."""
+    def deadline(self, timeout_s: float | None = None) -> float | None:
+        """A ``time.monotonic()`` deadline: the server's request timeout, or the client's when it is shorter
+        (or when the server sets none); None when neither applies."""
         timeout = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s or timeout_s)
         return time.monotonic() + timeout if timeout else None
 
