@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -248,7 +249,12 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 th{background:#f0f0f0}img{max-width:100%}.metrics{font-size:1.2em}"""
 
 
-def _html(report: dict, plots: list[tuple[str, str]]) -> str:
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _html(report: dict, plots: list[tuple[str, str]], pngs: dict[str, bytes]) -> str:
+    """One self-contained page (to open anywhere or mail): every figure is embedded from ``pngs`` (name -> bytes)."""
     e = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>',
              f"<style>{_CSS}</style></head><body>", "<h1>Evaluation report</h1>"]
@@ -259,10 +265,10 @@ def _html(report: dict, plots: list[tuple[str, str]]) -> str:
               f'<strong>Test images</strong> {report["n"]}</p>',
               "<h2>Per class</h2>", _html_table(["class", "precision", "recall", "F1", "support"], _class_rows(report))]
     for title, name in plots:
-        parts += [f"<h2>{e(title)}</h2>", f'<img src="{e(name)}" alt="{e(title)}">']
+        parts += [f"<h2>{e(title)}</h2>", f'<img src="{_data_uri(pngs[name])}" alt="{e(title)}">']
     parts.append(f"<h2>Misclassified ({len(report['misclassified'])})</h2>")
     if report["misclassified"]:
-        parts.append(f'<img src="{GALLERY_FILE}" alt="Misclassified test images">')
+        parts.append(f'<img src="{_data_uri(pngs[GALLERY_FILE])}" alt="Misclassified test images">')
         parts.append(_html_table(["source", "true", "predicted", "score"], _misclassified_rows(report)))
         more = _more_misclassified(report)
         if more:
@@ -285,9 +291,10 @@ def _file_safe(name: str) -> str:
 def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
     """Write the report of ``ev`` into ``out_dir`` (created with its parents) and return it.
 
-    Files: ``report.json``, ``report.md``, ``report.html``, ``confusion_matrix.png``, ``curves_<phase>.png`` per
-    training phase in ``ev.histories`` and, if any image was misclassified, ``misclassified.png`` (up to 36 of
-    the most confident mistakes).  The returned dict is :func:`build_report`'s plus ``files``, the names written.
+    Files: ``report.json``, ``report.md``, ``report.html`` (self-contained: the PNGs embedded as data: URIs),
+    ``confusion_matrix.png``, ``curves_<phase>.png`` per training phase in ``ev.histories`` and, if any image was
+    misclassified, ``misclassified.png`` (up to 36 of the most confident mistakes).  The returned dict is
+    :func:`build_report`'s plus ``files``, the names written.
     """
     report = build_report(ev)
     out = Path(out_dir)
@@ -303,7 +310,8 @@ def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
         _plot_gallery(report["misclassified"], ev.images, out / GALLERY_FILE)
         files.append(GALLERY_FILE)
     (out / "report.md").write_text(_markdown(report, plots), encoding="utf-8")
-    (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
+    pngs = {name: (out / name).read_bytes() for name in files if name.endswith(".png")}
+    (out / "report.html").write_text(_html(report, plots, pngs), encoding="utf-8")
     report["files"] = files
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -123,7 +125,24 @@ def test_html_escapes_labels_and_sources(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "&lt;b&gt;" in page and "<b>" not in page
     assert "&lt;script&gt;alert(3)&lt;/script&gt;" in page and "<script" not in page
-    assert '<img src="confusion_matrix.png"' in page and '<img src="misclassified.png"' in page
+
+
+def test_html_is_one_self_contained_file_with_the_pngs_embedded(tmp_path):
+    report = write_report(_evaluation(), tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]*)" alt="([^"]*)"', page)
+    pngs = sorted(name for name in report["files"] if name.endswith(".png"))
+    assert len(sources) == len(pngs) == 4
+    embedded = []
+    for src, _alt in sources:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        embedded.append(base64.b64decode(src.split(",", 1)[1], validate=True))
+    # The very bytes of each PNG written beside it (report.md still links those files).
+    assert sorted(embedded) == sorted((tmp_path / name).read_bytes() for name in pngs)
+    assert [alt for _src, alt in sources] == ["Confusion matrix", "Training curves: phase1", "Training curves: phase2",
+                                              "Misclassified test images"]
+    # Nothing else is referenced: no links to files, no external resources.
+    assert re.findall(r'(?:src|href)="(?!data:)', page) == []
 
 
 def test_no_gallery_when_all_correct(tmp_path):
