@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.codec.images import ImageLimits
+from service.core.auth import AuthPolicy
 from service.core.errors import ServiceError
 from service.core.inference import InferenceService
 from service.core.served import BatchingSettings, ServedVersion
@@ -32,6 +33,7 @@ from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings
 from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, tfserving, v2
+from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
 
 log = logging.getLogger(__name__)
@@ -174,5 +176,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     async def metrics():
         return Response(generate_latest(runtime.metrics.registry), media_type="text/plain; version=0.0.4")
 
+    auth = AuthPolicy.from_settings(settings)
+    if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
+        app.add_middleware(BearerAuth, policy=auth)
     app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests)
     return app

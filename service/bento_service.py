@@ -11,14 +11,21 @@ from __future__ import annotations
 import bentoml
 
 from service.app import build_runtime, create_app
+from service.core.auth import AuthPolicy
 from service.settings import Settings
+from service.transport.http.auth import BearerAuth
 
 settings = Settings.from_env()
 runtime = build_runtime(settings)
 app = create_app(settings, runtime=runtime, manage_lifecycle=False)
 
 
-@bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)})
+# TLS for HTTP is BentoML's (its uvicorn's) ssl option; the gRPC server takes the same files (transport/grpc/server.py).
+_tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfile": str(settings.tls_key_file)}} \
+    if settings.tls_cert_file else {}
+
+
+@bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)}, **_tls)
 @bentoml.asgi_app(app, path="/")
 class TlServe:
     @bentoml.on_startup
@@ -34,3 +41,8 @@ class TlServe:
 
     def __is_alive__(self) -> bool:
         return True
+
+
+_auth = AuthPolicy.from_settings(settings)
+if _auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
+    TlServe.add_asgi_middleware(BearerAuth, policy=_auth)

@@ -42,6 +42,14 @@ class Settings:
     gpu_memory_limit_mb: int = 0  # 0: grow on demand
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    # Security (README "Security"): TLS for HTTP and gRPC when both PEM files are set; bearer-token auth on every
+    # path but the open ones when auth_token_file is set (entries: exact paths, prefixes ending in '*', and
+    # exceptions starting with '!'; gRPC methods are matched as '/package.Service/Method').
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    auth_token_file: Path | None = None
+    auth_open_paths: str = ("/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,"
+                            "/grpc.health.v1.Health/*,/ui,/ui/*,!/ui/api/*")
 
     def __post_init__(self):
         problems = []
@@ -60,6 +68,12 @@ class Settings:
             problems.append("grpc_max_message_mb must be > 0")
         if self.ready_when not in ("all", "any"):
             problems.append("ready_when must be 'all' or 'any'")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("tls_cert_file and tls_key_file go together: set both or neither")
+        for name in ("tls_cert_file", "tls_key_file", "auth_token_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                problems.append(f"{name} {path} is not a readable file")
         if problems:
             raise SettingsError("; ".join(problems))
         for name in self.batching_overrides():

@@ -101,6 +101,9 @@ def _serve(args: argparse.Namespace) -> int:
         ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
         gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
+        tls_cert_file=_path(args.tls_cert_file), tls_key_file=_path(args.tls_key_file),
+        auth_token_file=_path(args.auth_token_file),
+        **({"auth_open_paths": args.auth_open_paths} if args.auth_open_paths is not None else {}),
     )
     if settings.model_config_file and not settings.model_config_file.is_file():
         raise UsageError(f"model config file {settings.model_config_file} does not exist")
@@ -111,9 +114,14 @@ def _serve(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
                "--host", settings.http_host, "--port", str(settings.http_port)]
     grpc_note = f" and grpc {settings.http_host}:{settings.grpc_port}" if settings.grpc_port >= 0 else ""
-    print(f"serving {settings.model_config_file or settings.model_repo} on http://{settings.http_host}:"
+    print(f"serving {settings.model_config_file or settings.model_repo} on {'https' if settings.tls_cert_file else 'http'}://{settings.http_host}:"
           f"{settings.http_port}{grpc_note}", flush=True)
     os.execvpe(command[0], command, env)  # BentoML's arbiter takes over this process and its signals
+
+
+def _path(raw: str | None) -> Path | None:
+    """An optional file flag, made absolute: BentoML's worker may not share our working directory."""
+    return Path(raw).resolve() if raw else None
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -190,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu-memory-limit-mb", type=int, default=0, help="0: grow on demand")
     s.add_argument("--intra-op-threads", type=int, default=0)
     s.add_argument("--inter-op-threads", type=int, default=0)
+    s.add_argument("--tls-cert-file", help="PEM certificate (chain): HTTPS and gRPC over TLS; needs --tls-key-file")
+    s.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
+    s.add_argument("--auth-token-file", help="file holding a bearer token that every request must send "
+                   "(Authorization: Bearer <token>), except on --auth-open-paths")
+    s.add_argument("--auth-open-paths", help="paths and gRPC methods open without the token: exact, 'prefix*', "
+                   "'!exception*' (default: health, metrics and the console's static files)")
     s.set_defaults(run=_serve)
 
     p = commands.add_parser("predict", help="classify images with a running server")

@@ -111,10 +111,13 @@ async def _run_unless_client_leaves(app, scope, receive, send) -> bool:
 
 
 class RequestAccounting:
-    def __init__(self, app, metrics: Metrics, max_concurrent: int):
+    def __init__(self, app, metrics: Metrics, max_concurrent: int, closing=lambda: False):
+        """``closing()`` is True once shutdown has begun: answers then carry ``Connection: close`` so that
+        clients stop reusing connections to a server about to stop listening."""
         self.app = app
         self.metrics = metrics
         self.max_concurrent = max_concurrent
+        self.closing = closing
         self.active = 0
 
     async def __call__(self, scope, receive, send):
@@ -131,6 +134,8 @@ class RequestAccounting:
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + [(REQUEST_ID_HEADER.encode(), request_id.encode())]
+                if self.closing():
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         if self.active >= self.max_concurrent:
