@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -50,14 +51,18 @@ def start_server(settings: Settings) -> RunningServer:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    # TLS as BentoML would serve it (uvicorn's ssl options); the self-signed certificate is its own CA.
+    tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)} \
+        if settings.tls_cert_file else {}
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5, **tls))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            verify = ssl.create_default_context(cafile=tls["ssl_certfile"]) if tls else True
+            if httpx.get(url + "/readyz", timeout=2, verify=verify).status_code == 200:
                 return RunningServer(url, app, server, thread)
         except httpx.TransportError:
             pass

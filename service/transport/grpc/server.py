@@ -16,7 +16,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from service.core.auth import AuthPolicy
 from service.transport.grpc import tfserving
+from service.transport.grpc.auth import BearerAuthInterceptor
 from service.transport.grpc.classifier import ClassifierServicer
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2_grpc
@@ -61,7 +63,9 @@ def _options(max_message_bytes: int) -> list[tuple[str, int]]:
 async def start_grpc_server(runtime, address: str, server_version: str) -> GrpcServer:
     """Start serving on ``address`` (``host:port``; port 0 picks a free one)."""
     settings, inference, metrics = runtime.settings, runtime.inference, runtime.metrics
-    server = grpc.aio.server(options=_options(int(settings.grpc_max_message_mb * 2**20)))
+    auth = AuthPolicy.from_settings(settings)
+    server = grpc.aio.server(options=_options(int(settings.grpc_max_message_mb * 2**20)),
+                             interceptors=[BearerAuthInterceptor(auth)] if auth.enabled else None)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         tfserving.PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(tfserving.ModelServicer(inference, metrics), server)
@@ -71,13 +75,19 @@ async def start_grpc_server(runtime, address: str, server_version: str) -> GrpcS
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(SERVICE_NAMES, server)
-    port = server.add_insecure_port(address)
+    if settings.tls_cert_file:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {address}")
     await server.start()
     running = GrpcServer(server, port, health_servicer)
     running._refresher = asyncio.get_running_loop().create_task(_refresh_health(runtime, health_servicer))
-    log.info("gRPC listening on port %d", port)
+    log.info("gRPC listening on port %d%s%s", port, " (TLS)" if settings.tls_cert_file else "",
+             " (bearer auth)" if auth.enabled else "")
     return running
 
 
