@@ -6,6 +6,7 @@ mounts the same app and drives its ``Runtime`` from BentoML's start-up and shutd
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ class Runtime:
     device: str | None = None
     grpc: GrpcServer | None = None
     started: bool = False
+    draining: bool = False  # shutdown has begun: not ready, still serving
+    _grpc_stopping: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Configure devices (in the process that serves, never at import), load the models, start gRPC."""
@@ -69,16 +72,30 @@ class Runtime:
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self, f"{s.http_host}:{s.grpc_port}", server_version())
 
-    async def stop(self, grace_s: float = 10.0) -> None:
+    async def drain(self) -> None:
+        """The first step of a graceful shutdown: readiness false on HTTP and gRPC health; requests still served."""
+        self.draining = True
+        if self.grpc:
+            await self.grpc.health.enter_graceful_shutdown()
+
+    def stop_accepting(self) -> None:
+        """gRPC refuses new calls from now on; in-flight ones get ``shutdown_grace_s`` to finish."""
+        if self.grpc and self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.get_running_loop().create_task(
+                self.grpc.stop(self.settings.shutdown_grace_s))
+
+    async def stop(self) -> None:
         """gRPC first (health NOT_SERVING, in-flight calls finish), then the models."""
         if self.started:
             self.started = False
-            if self.grpc:
-                await self.grpc.stop(grace_s)
+            self.draining = True
+            self.stop_accepting()
+            if self._grpc_stopping:
+                await self._grpc_stopping
             await self.repository.stop()
 
     def ready(self) -> bool:
-        return self.repository.ready(require_all=self.settings.ready_when == "all")
+        return not self.draining and self.repository.ready(require_all=self.settings.ready_when == "all")
 
 
 def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
@@ -179,5 +196,6 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     auth = AuthPolicy.from_settings(settings)
     if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
         app.add_middleware(BearerAuth, policy=auth)
-    app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests)
+    app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests,
+                       closing=lambda: runtime.draining)
     return app

@@ -8,16 +8,32 @@ and gRPC requests share its batchers.
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+
 import bentoml
 
 from service.app import build_runtime, create_app
 from service.core.auth import AuthPolicy
 from service.settings import Settings
+from service.shutdown import GracefulShutdown
 from service.transport.http.auth import BearerAuth
 
 settings = Settings.from_env()
 runtime = build_runtime(settings)
 app = create_app(settings, runtime=runtime, manage_lifecycle=False)
+
+
+def _http_listener() -> list[socket.socket]:
+    """The HTTP listening socket: BentoML's arbiter opens it and hands it to this worker as ``--fd N``."""
+    args = sys.argv
+    if "--fd" in args[:-1] and args[args.index("--fd") + 1].isdigit():
+        return [socket.socket(fileno=os.dup(int(args[args.index("--fd") + 1])))]
+    return []
+
+
+shutdown = GracefulShutdown(runtime, _http_listener)
 
 
 # TLS for HTTP is BentoML's (its uvicorn's) ssl option; the gRPC server takes the same files (transport/grpc/server.py).
@@ -31,6 +47,7 @@ class TlServe:
     @bentoml.on_startup
     async def start(self) -> None:
         await runtime.start()
+        shutdown.install()  # after uvicorn's own handlers, which run once the drain is over
 
     @bentoml.on_shutdown
     async def stop(self) -> None:

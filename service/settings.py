@@ -38,6 +38,10 @@ class Settings:
     max_body_mb: float = 64.0
     max_concurrent_requests: int = 256
     request_timeout_s: float = 30.0
+    # Graceful shutdown (SIGTERM): not ready but still serving for drain_delay_s, then stop accepting and give
+    # in-flight requests shutdown_grace_s. Kubernetes' terminationGracePeriodSeconds (30) is sized from both.
+    drain_delay_s: float = 3.0
+    shutdown_grace_s: float = 20.0
     max_image_pixels: int = 40_000_000
     gpu_memory_limit_mb: int = 0  # 0: grow on demand
     intra_op_threads: int = 0
@@ -57,7 +61,8 @@ class Settings:
                      "max_image_pixels"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
-        for name in ("batch_timeout_ms", "poll_interval_s", "max_body_mb", "request_timeout_s"):
+        for name in ("batch_timeout_ms", "poll_interval_s", "max_body_mb", "request_timeout_s", "drain_delay_s",
+                     "shutdown_grace_s"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
         if not 0 <= self.http_port <= 65535:

@@ -6,6 +6,7 @@ Heavy imports (TensorFlow) happen inside the command functions so that ``tlserve
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -99,6 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
         batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue, poll_interval_s=args.poll_interval_s,
         allowed_batch_sizes=args.allowed_batch_sizes, model_batching=args.model_batching,
         ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
+        drain_delay_s=args.drain_delay_s, shutdown_grace_s=args.shutdown_grace_s,
         gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         tls_cert_file=_path(args.tls_cert_file), tls_key_file=_path(args.tls_key_file),
@@ -112,7 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
     # BentoML re-imports the service in its worker: the settings travel as TLSERVE_* variables.
     env = {**os.environ, **settings.replace(model_repo=settings.model_repo.resolve()).to_env()}
     command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
-               "--host", settings.http_host, "--port", str(settings.http_port)]
+               "--host", settings.http_host, "--port", str(settings.http_port),
+               # uvicorn's wait for in-flight HTTP requests once the worker stops accepting (whole seconds)
+               "--timeout-graceful-shutdown", str(max(1, math.ceil(settings.shutdown_grace_s)))]
     grpc_note = f" and grpc {settings.http_host}:{settings.grpc_port}" if settings.grpc_port >= 0 else ""
     print(f"serving {settings.model_config_file or settings.model_repo} on {'https' if settings.tls_cert_file else 'http'}://{settings.http_host}:"
           f"{settings.http_port}{grpc_note}", flush=True)
@@ -195,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ready-when", choices=["all", "any"], default="all")
     s.add_argument("--max-body-mb", type=float, default=64.0)
     s.add_argument("--request-timeout-s", type=float, default=30.0)
+    s.add_argument("--drain-delay-s", type=float, default=3.0,
+                   help="on SIGTERM: seconds of serving while not ready, before new connections are refused")
+    s.add_argument("--shutdown-grace-s", type=float, default=20.0,
+                   help="on SIGTERM, after the drain delay: seconds for in-flight requests to finish")
     s.add_argument("--gpu-memory-limit-mb", type=int, default=0, help="0: grow on demand")
     s.add_argument("--intra-op-threads", type=int, default=0)
     s.add_argument("--inter-op-threads", type=int, default=0)
