@@ -20,6 +20,7 @@ from service.core.auth import AuthPolicy
 from service.transport.grpc import tfserving
 from service.transport.grpc.auth import BearerAuthInterceptor
 from service.transport.grpc.classifier import ClassifierServicer
+from service.transport.grpc.limits import ConcurrencyLimit
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2_grpc
 from service.transport.grpc.v2 import InferenceServicer
@@ -65,7 +66,8 @@ async def start_grpc_server(runtime, address: str, server_version: str) -> GrpcS
     settings, inference, metrics = runtime.settings, runtime.inference, runtime.metrics
     auth = AuthPolicy.from_settings(settings)
     server = grpc.aio.server(options=_options(int(settings.grpc_max_message_mb * 2**20)),
-                             interceptors=[BearerAuthInterceptor(auth)] if auth.enabled else None)
+                             interceptors=[*([BearerAuthInterceptor(auth)] if auth.enabled else []),
+                                           ConcurrencyLimit(settings.max_concurrent_requests)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         tfserving.PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(tfserving.ModelServicer(inference, metrics), server)
