@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, yaml.YAMLError) as e:
             print(f"{path}: cannot read manifests: {e}", file=sys.stderr)
             return 2
+    if not docs:
+        print("no Kubernetes objects in the input", file=sys.stderr)
+        return 2
     problems = check(docs)
     for problem in problems:
         print(problem)
