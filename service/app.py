@@ -33,7 +33,7 @@ from service.runtime import devices
 from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings
 from service.transport.grpc.server import GrpcServer, start_grpc_server
-from service.transport.http import classify, tfserving, v2
+from service.transport.http import classify, console, tfserving, v2
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
 
@@ -160,6 +160,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app.include_router(tfserving.build_router(inference, limit))
     app.include_router(v2.build_router(inference, limit, server_version()))
     app.include_router(classify.build_router(inference, limit))
+    app.include_router(console.build_router(runtime.repository, runtime.metrics))
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):

@@ -1,0 +1,140 @@
+"""The web console at ``/ui``: three static files and the small JSON API they read.
+
+- ``/ui/`` (index.html), ``/ui/app.js``, ``/ui/style.css``: plain files from ``console_static/``, served
+  with a Content-Security-Policy that allows nothing from outside the server;
+- ``GET /ui/api/models``: every model, its versions with state and failure reason, version labels,
+  class names, batching settings and the files of each version's evaluation report;
+- ``GET /ui/api/stats``: live figures per model (``service.observability.stats``);
+- ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report.
+
+Predictions go through the public ``POST /classify``. Console calls are not counted in the request
+metrics (they would drown the traffic they show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from fastapi import APIRouter
+from starlette.responses import FileResponse, RedirectResponse
+
+from service.core.errors import NotFound
+from service.core.served import ensure_model_name
+from service.observability.metrics import Metrics
+from service.observability.stats import StatsWindow
+from service.repository.manager import AVAILABLE, ModelRepository, VersionStatus
+from service.transport.http.common import json_response, parse_version
+
+STATIC_DIR = Path(__file__).with_name("console_static")
+STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+REPORT_DIR = "assets.extra/report"  # where a tlserve export keeps its evaluation report (DESIGN.md layout)
+REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown", ".png": "image/png"}
+# A report file name: no separators, no leading dot, one of the report's own types.
+REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# Nothing is loaded from outside the server; report images arrive as blob: URLs, report.html's as data: URIs.
+CONSOLE_CSP = ("default-src 'self'; img-src 'self' data: blob:; frame-src 'self' blob:; "
+               "object-src 'none'; base-uri 'none'; form-action 'none'")
+# report.html is one self-contained file: its own inline style and data: images, nothing else.
+REPORT_HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def report_file_name(name: str) -> str:
+    """``name`` if it can be a file of a report, else NotFound (never a path)."""
+    if not REPORT_NAME.fullmatch(name) or Path(name).suffix.lower() not in REPORT_TYPES:
+        raise NotFound(f"no report file '{name}'")
+    return name
+
+
+def list_report_files(version_dir: Path) -> list[str]:
+    """Names of the report files a version carries (blocking: file-system access)."""
+    folder = version_dir / REPORT_DIR
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+    return [p.name for p in entries if p.is_file() and REPORT_NAME.fullmatch(p.name)
+            and p.suffix.lower() in REPORT_TYPES]
+
+
+def _batching(settings) -> dict:
+    return {"max_batch_size": settings.max_batch_size, "batch_timeout_ms": round(settings.batch_timeout_s * 1000, 3),
+            "max_queue": settings.max_queue, "max_concurrent_batches": settings.max_concurrent_batches,
+            "allowed_batch_sizes": list(settings.allowed_batch_sizes)}
+
+
+def _version_json(repository: ModelRepository, name: str, status: VersionStatus, report: list[str]) -> dict:
+    doc = {"version": str(status.number), "state": status.state, "reason": status.error,
+           "since": status.changed_at, "report": report, "classes": None, "batching": None}
+    if status.state == AVAILABLE:
+        try:
+            served = repository.resolve(name, status.number)
+        except Exception:  # noqa: BLE001 - it left between the two lookups: shown as a plain status
+            return doc
+        doc["classes"] = served.class_names
+        doc["batching"] = _batching(served.batching)
+    return doc
+
+
+def build_router(repository: ModelRepository, metrics: Metrics) -> APIRouter:
+    router = APIRouter(tags=["console"])
+    stats = StatsWindow(metrics)
+
+    def static(name: str) -> FileResponse:
+        return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name],
+                            headers={"Content-Security-Policy": CONSOLE_CSP, "Cache-Control": "no-cache"})
+
+    @router.get("/ui", include_in_schema=False)
+    async def ui_root():
+        return RedirectResponse("/ui/")  # the page's relative links need the trailing slash
+
+    @router.get("/ui/", include_in_schema=False)
+    async def index():
+        return static("index.html")
+
+    @router.get("/ui/app.js", include_in_schema=False)
+    async def script():
+        return static("app.js")
+
+    @router.get("/ui/style.css", include_in_schema=False)
+    async def style():
+        return static("style.css")
+
+    @router.get("/ui/api/models", summary="Models, versions, states, labels, classes, batching, report files")
+    async def models():
+        listing = []
+        for name in repository.model_names():
+            statuses = repository.statuses(name)
+            reports = await asyncio.to_thread(lambda: [list_report_files(s.path) for s in statuses])
+            listing.append({
+                "name": name,
+                "version_labels": dict(repository.spec(name).labels),
+                "ready": repository.ready_model(name),
+                "versions": [_version_json(repository, name, s, r) for s, r in zip(statuses, reports)],
+            })
+        return json_response({"models": listing})
+
+    @router.get("/ui/api/stats", summary="Recent request rate, p50/p99 latency, batch size, queue depth, errors")
+    async def live_stats():
+        return json_response({"models": stats.figures()})
+
+    @router.get("/ui/api/models/{model}/versions/{version}/report/{file}", summary="A file of a version's report")
+    async def report_file(model: str, version: str, file: str):
+        number = parse_version(version)
+        statuses = [s for s in repository.statuses(ensure_model_name(model)) if s.number == number]
+        if not statuses:
+            raise NotFound(f"model '{model}' version {version} not found")
+        name = report_file_name(file)
+        folder = statuses[0].path / REPORT_DIR
+        path = folder / name
+
+        def inside_report() -> bool:  # a symbolic link out of the report folder is not served
+            return path.is_file() and path.resolve().parent == folder.resolve()
+
+        if not await asyncio.to_thread(inside_report):
+            raise NotFound(f"model '{model}' version {version} has no report file '{name}'")
+        headers = {"Content-Security-Policy": REPORT_HTML_CSP} if name.endswith(".html") else None
+        return FileResponse(path, media_type=REPORT_TYPES[path.suffix.lower()], headers=headers)
+
+    return router

@@ -1,0 +1,400 @@
+// tlserve console: reads /ui/api/* and calls POST /classify. Plain DOM, no framework, nothing from outside.
+"use strict";
+
+const MODELS_EVERY_MS = 5000;
+const STATS_EVERY_MS = 3000;
+const TOKEN_KEY = "tlserve.token";
+const GALLERY_ROWS = 20;
+
+const state = {
+  models: [],          // last /ui/api/models answer
+  selected: null,      // {model, version} picked in the models table
+  reportShown: "",     // "model/version" whose report is on screen
+  objectUrls: [],      // blob: URLs of the report on screen, released when it changes
+};
+
+// ---------------------------------------------------------------- small helpers
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    // Styles through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+    else if (key === "style") for (const [prop, v] of Object.entries(value)) node.style.setProperty(prop, v);
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+const ms = (seconds) => (seconds === null || seconds === undefined ? "–" : `${(seconds * 1000).toFixed(1)} ms`);
+const fixed = (value, digits) => (value === null || value === undefined ? "–" : Number(value).toFixed(digits));
+
+// ---------------------------------------------------------------- auth: a bearer token when the server asks
+let tokenPrompt = null;  // one pending prompt shared by every call that got a 401
+
+function askForToken() {
+  if (!tokenPrompt) {
+    tokenPrompt = new Promise((resolve) => {
+      const dialog = $("token-dialog");
+      const form = $("token-form");
+      const submit = (event) => {
+        event.preventDefault();
+        const token = $("token-input").value.trim();
+        if (!token) return;
+        sessionStorage.setItem(TOKEN_KEY, token);
+        form.removeEventListener("submit", submit);
+        dialog.close();
+        $("forget-token").hidden = false;
+        tokenPrompt = null;
+        resolve();
+      };
+      form.addEventListener("submit", submit);
+      $("token-input").value = "";
+      if (!dialog.open) dialog.showModal();
+    });
+  }
+  return tokenPrompt;
+}
+
+// Every call goes through here: the token (if any) is sent, and a 401 asks for one and tries again.
+async function api(path, options = {}) {
+  for (;;) {
+    const headers = new Headers(options.headers || {});
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.set("Authorization", `Bearer ${token}`);
+    const response = await fetch(path, { ...options, headers });
+    if (response.status !== 401) return response;
+    sessionStorage.removeItem(TOKEN_KEY);
+    await askForToken();
+  }
+}
+
+async function apiJson(path, options) {
+  const response = await api(path, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body && body.error ? body.error : `${response.status} ${response.statusText}`;
+    throw new Error(message);
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- models and versions
+function newestAvailable(model) {
+  const available = model.versions.filter((v) => v.state === "AVAILABLE");
+  return available.length ? available[0] : null;  // the API lists newest first
+}
+
+function findVersion(modelName, version) {
+  const model = state.models.find((m) => m.name === modelName);
+  return model ? model.versions.find((v) => v.version === version) || null : null;
+}
+
+function labelsOf(model, version) {
+  return Object.entries(model.version_labels).filter(([, v]) => String(v) === version).map(([label]) => label);
+}
+
+function batchingText(b) {
+  if (!b) return "–";
+  const sizes = b.allowed_batch_sizes.length ? `, sizes ${b.allowed_batch_sizes.join("/")}` : "";
+  return `max ${b.max_batch_size}, ${b.batch_timeout_ms} ms, queue ${b.max_queue}${sizes}`;
+}
+
+function renderModels() {
+  const container = $("models");
+  container.replaceChildren();
+  if (!state.models.length) {
+    container.append(el("p", { class: "muted", text: "No models in the repository." }));
+    return;
+  }
+  for (const model of state.models) {
+    const rows = model.versions.map((v) => {
+      const selected = state.selected && state.selected.model === model.name && state.selected.version === v.version;
+      const classes = v.classes ? `${v.classes.length}: ${v.classes.slice(0, 10).join(", ")}${v.classes.length > 10 ? ", …" : ""}` : "–";
+      return el("tr", {
+        class: `version${selected ? " selected" : ""}`, "data-model": model.name, "data-version": v.version,
+        "data-state": v.state, title: "show this version's report and use it in Try it",
+        onclick: () => selectVersion(model.name, v.version),
+      },
+      el("td", { text: v.version }),
+      el("td", {}, el("span", { class: `state state-${v.state.toLowerCase()}${v.reason ? " state-failed" : ""}`,
+        text: v.reason ? "FAILED" : v.state })),
+      el("td", { class: "reason", text: v.reason || "" }),
+      el("td", { text: labelsOf(model, v.version).join(", ") }),
+      el("td", { text: classes }),
+      el("td", { text: batchingText(v.batching) }),
+      el("td", { text: v.report.includes("report.json") ? "yes" : "–" }));
+    });
+    container.append(el("div", { class: "model", "data-model": model.name },
+      el("h3", {}, model.name, " ", el("span", { class: model.ready ? "ok" : "bad", text: model.ready ? "serving" : "not serving" })),
+      el("table", { class: "versions" },
+        el("thead", {}, el("tr", {}, ["version", "state", "reason", "labels", "classes", "batching", "report"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "no version found" }))]))));
+  }
+}
+
+function renderTrySelectors() {
+  const modelSelect = $("try-model");
+  const keepModel = state.selected ? state.selected.model : modelSelect.value;
+  modelSelect.replaceChildren(...state.models.map((m) => el("option", { value: m.name, text: m.name })));
+  if (state.models.some((m) => m.name === keepModel)) modelSelect.value = keepModel;
+  renderVersionSelect();
+}
+
+function renderVersionSelect() {
+  const versionSelect = $("try-version");
+  const model = state.models.find((m) => m.name === $("try-model").value);
+  const keep = state.selected && model && state.selected.model === model.name ? state.selected.version : versionSelect.value;
+  const options = [el("option", { value: "", text: "newest available" })];
+  if (model) {
+    for (const v of model.versions.filter((x) => x.state === "AVAILABLE")) {
+      options.push(el("option", { value: v.version, text: v.version }));
+    }
+  }
+  versionSelect.replaceChildren(...options);
+  if ([...versionSelect.options].some((o) => o.value === keep)) versionSelect.value = keep;
+}
+
+async function refreshModels() {
+  try {
+    const body = await apiJson("api/models");
+    state.models = body.models;
+    $("models-error").hidden = true;
+    if (!state.selected) {
+      // Start on the first model's newest available version, so the report shows without a click.
+      const first = state.models.find(newestAvailable);
+      if (first) state.selected = { model: first.name, version: newestAvailable(first).version };
+    }
+    renderModels();
+    renderTrySelectors();
+    await showReport();
+    $("refresh-status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    $("models-error").textContent = `Could not read the models: ${error.message}`;
+    $("models-error").hidden = false;
+  }
+}
+
+function selectVersion(model, version) {
+  state.selected = { model, version };
+  renderModels();
+  renderTrySelectors();
+  showReport();
+}
+
+// ---------------------------------------------------------------- live figures
+async function refreshStats() {
+  let body;
+  try {
+    body = await apiJson("api/stats");
+  } catch (error) {
+    $("stats").tBodies[0].replaceChildren(el("tr", {}, el("td", { colspan: 7, class: "error", text: error.message })));
+    return;
+  }
+  const rows = Object.entries(body.models).map(([name, f]) => {
+    const errors = Object.entries(f.errors).map(([code, n]) => `${code}: ${n}`).join(", ");
+    return el("tr", { "data-model": name },
+      el("td", { text: name }),
+      el("td", { class: "num", text: fixed(f.request_rate, 2) }),
+      el("td", { class: "num", text: ms(f.p50_s) }),
+      el("td", { class: "num", text: ms(f.p99_s) }),
+      el("td", { class: "num", text: fixed(f.mean_batch_size, 1) }),
+      el("td", { class: "num", text: f.queue_depth }),
+      el("td", { class: errors ? "bad" : "muted", text: errors || "none" }));
+  });
+  $("stats").tBodies[0].replaceChildren(...(rows.length ? rows
+    : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "no requests yet" }))]));
+}
+
+// ---------------------------------------------------------------- try it
+async function classify(files) {
+  const images = [...files].filter((f) => f.type.startsWith("image/") || f.type === "");
+  if (!images.length) {
+    $("try-status").textContent = "Pick or drop image files.";
+    return;
+  }
+  const form = new FormData();
+  form.append("model", $("try-model").value);
+  if ($("try-version").value) form.append("version", $("try-version").value);
+  form.append("top_k", $("try-top-k").value || "3");
+  for (const file of images) form.append("images", file, file.name);
+  $("try-status").textContent = `classifying ${images.length} image(s)…`;
+  $("try-status").className = "muted";
+  const started = performance.now();
+  let body;
+  try {
+    body = await apiJson("../classify", { method: "POST", body: form });
+  } catch (error) {
+    $("try-status").textContent = `Error: ${error.message}`;
+    $("try-status").className = "error";
+    return;
+  }
+  const latency = performance.now() - started;
+  $("try-status").textContent = `${body.model} version ${body.version}: ${images.length} image(s) in ${latency.toFixed(1)} ms`;
+  $("try-status").className = "";
+  $("try-status").dataset.latencyMs = latency.toFixed(1);
+  for (const url of state.tryUrls || []) URL.revokeObjectURL(url);
+  state.tryUrls = images.map((f) => URL.createObjectURL(f));
+  $("try-results").replaceChildren(...body.predictions.map((labels, i) => el("div", { class: "result" },
+    el("img", { src: state.tryUrls[i], alt: images[i].name }),
+    el("div", {},
+      el("div", { class: "file", text: images[i].name }),
+      el("ol", { class: "labels" }, labels.map((p, rank) => el("li", { class: rank === 0 ? "top" : "" },
+        el("span", { class: "label", text: p.label }),
+        el("span", { class: "bar" }, el("span", { style: { width: `${Math.max(0, Math.min(100, p.score * 100)).toFixed(1)}%` } })),
+        el("span", { class: "score", text: p.score.toFixed(3) }))))))));
+}
+
+function setUpTryIt() {
+  $("try-form").addEventListener("submit", (event) => event.preventDefault());
+  $("try-model").addEventListener("change", () => {
+    state.selected = null;
+    renderVersionSelect();
+  });
+  $("try-files").addEventListener("change", (event) => {
+    classify(event.target.files);
+    event.target.value = "";
+  });
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    classify(event.dataTransfer.files);
+  });
+}
+
+// ---------------------------------------------------------------- the selected version's report
+function reportPath(model, version, file) {
+  return `api/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/report/${encodeURIComponent(file)}`;
+}
+
+// Report files go through api() (so the token is sent) and reach the page as blob: URLs.
+async function reportBlobUrl(model, version, file) {
+  const response = await api(reportPath(model, version, file));
+  if (!response.ok) throw new Error(`${file}: ${response.status}`);
+  const url = URL.createObjectURL(await response.blob());
+  state.objectUrls.push(url);
+  return url;
+}
+
+function confusionTable(report) {
+  const matrix = report.confusion_matrix;
+  const top = Math.max(1, ...matrix.flat());
+  return el("table", { class: "confusion" },
+    el("thead", {}, el("tr", {}, el("th", { text: "true \\ predicted" }), report.classes.map((c) => el("th", { text: c })))),
+    el("tbody", {}, matrix.map((row, i) => el("tr", {}, el("th", { text: report.classes[i] }),
+      row.map((n, j) => el("td", {
+        class: `num${i === j ? " diagonal" : n ? " off" : ""}`,
+        style: { "--shade": (n / top).toFixed(3) }, text: n,
+      }))))));
+}
+
+async function showReport() {
+  const sel = state.selected;
+  const key = sel ? `${sel.model}/${sel.version}` : "";
+  const version = sel ? findVersion(sel.model, sel.version) : null;
+  const files = version ? version.report : [];
+  if (key === state.reportShown && $("report").dataset.files === files.join(",")) return;
+  state.reportShown = key;
+  for (const url of state.objectUrls) URL.revokeObjectURL(url);
+  state.objectUrls = [];
+  const box = $("report");
+  box.dataset.files = files.join(",");
+  $("report-title").textContent = sel ? `${sel.model} version ${sel.version}` : "";
+  if (!sel || !files.includes("report.json")) {
+    box.replaceChildren(el("p", { class: "muted", text: sel ? "This version has no evaluation report." : "Select a version." }));
+    return;
+  }
+  let report;
+  try {
+    report = await apiJson(reportPath(sel.model, sel.version, "report.json"));
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error", text: `Could not read the report: ${error.message}` }));
+    return;
+  }
+  if (state.reportShown !== key) return;  // another version was picked meanwhile
+  const parts = [
+    el("p", { class: "headline" },
+      el("span", {}, "accuracy ", el("strong", { id: "report-accuracy", text: report.accuracy.toFixed(4) })),
+      el("span", {}, "macro F1 ", el("strong", { text: report.macro_f1.toFixed(4) })),
+      el("span", {}, "test images ", el("strong", { text: report.n })),
+      el("span", {}, "misclassified ", el("strong", { text: report.misclassified.length }))),
+  ];
+  if (files.includes("report.html")) {
+    parts.push(el("p", {}, el("a", {
+      href: "#", id: "open-report-html",
+      onclick: async (event) => {
+        event.preventDefault();
+        window.open(await reportBlobUrl(sel.model, sel.version, "report.html"), "_blank");
+      },
+      text: "open report.html (one self-contained file)",
+    })));
+  }
+  const perClass = el("table", { class: "per-class" },
+    el("thead", {}, el("tr", {}, ["class", "precision", "recall", "F1", "support"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, report.per_class.map((c) => el("tr", {},
+      el("td", { text: c.label }), el("td", { class: "num", text: c.precision.toFixed(3) }),
+      el("td", { class: "num", text: c.recall.toFixed(3) }), el("td", { class: "num", text: c.f1.toFixed(3) }),
+      el("td", { class: "num", text: c.support })))));
+  parts.push(el("div", { class: "report-grid" },
+    el("div", {}, el("h3", { text: "Per class" }), perClass),
+    el("div", {}, el("h3", { text: "Confusion matrix" }),
+      el("p", { class: "muted", text: "rows: true class; columns: predicted" }), confusionTable(report))));
+  parts.push(el("h3", { text: `Misclassified (${report.misclassified.length})` }));
+  if (report.misclassified.length) {
+    const gallery = el("div", { class: "gallery" });
+    parts.push(gallery);
+    parts.push(el("table", { class: "misclassified" },
+      el("thead", {}, el("tr", {}, ["source", "true", "predicted", "score"].map((h) => el("th", { text: h })))),
+      el("tbody", {}, report.misclassified.slice(0, GALLERY_ROWS).map((m) => el("tr", {},
+        el("td", { text: m.source }), el("td", { text: m.true }), el("td", { text: m.predicted }),
+        el("td", { class: "num", text: m.score.toFixed(3) }))))));
+    if (files.includes("misclassified.png")) {
+      reportBlobUrl(sel.model, sel.version, "misclassified.png")
+        .then((url) => gallery.append(el("img", { src: url, alt: "misclassified test images" })))
+        .catch((error) => gallery.append(el("p", { class: "error", text: error.message })));
+    }
+  } else {
+    parts.push(el("p", { class: "muted", text: "No test image was misclassified." }));
+  }
+  box.replaceChildren(...parts);
+}
+
+// ---------------------------------------------------------------- start
+function every(fn, intervalMs) {
+  const tick = async () => {
+    try {
+      await fn();
+    } finally {
+      setTimeout(tick, intervalMs);
+    }
+  };
+  tick();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("forget-token").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  $("forget-token").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("forget-token").hidden = true;
+  });
+  setUpTryIt();
+  every(refreshModels, MODELS_EVERY_MS);
+  every(refreshStats, STATS_EVERY_MS);
+});
