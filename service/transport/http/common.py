@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 
@@ -64,14 +65,17 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 def request_timeout(request: Request) -> float | None:
+    """The client's ``X-Request-Timeout`` in seconds, or None; it can only shorten the server's own timeout."""
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
-        return None
-    return value if value > 0 else None
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InvalidInput(f"{TIMEOUT_HEADER} must be a positive number of seconds, got {raw[:40]!r}")
+    return value
 
 
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request": recorded, never sent
