@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse
 
-from service.core.errors import NotFound
+from service.core.errors import NotFound, ServiceError
 from service.core.served import ensure_model_name
 from service.observability.metrics import Metrics
 from service.observability.stats import StatsWindow
@@ -31,7 +31,6 @@ STATIC_DIR = Path(__file__).with_name("console_static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 REPORT_DIR = "assets.extra/report"  # where a tlserve export keeps its evaluation report (DESIGN.md layout)
 REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown", ".png": "image/png"}
-# A report file name: no separators, no leading dot, one of the report's own types.
 REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Nothing is loaded from outside the server; report images arrive as blob: URLs, report.html's as data: URIs.
 CONSOLE_CSP = ("default-src 'self'; img-src 'self' data: blob:; frame-src 'self' blob:; "
@@ -40,22 +39,30 @@ CONSOLE_CSP = ("default-src 'self'; img-src 'self' data: blob:; frame-src 'self'
 REPORT_HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def report_file_name(name: str) -> str:
-    """``name`` if it can be a file of a report, else NotFound (never a path)."""
-    if not REPORT_NAME.fullmatch(name) or Path(name).suffix.lower() not in REPORT_TYPES:
-        raise NotFound(f"no report file '{name}'")
-    return name
+def is_report_name(name: str) -> bool:
+    """``name`` can be a file of a report: no separators, no leading dot, one of the report's own types."""
+    return bool(REPORT_NAME.fullmatch(name)) and Path(name).suffix.lower() in REPORT_TYPES
+
+
+def report_file(version_dir: Path, name: str) -> Path | None:
+    """The report file ``name`` of a version, or None: a regular file directly inside the report folder,
+    also once symbolic links are followed (blocking: file-system access)."""
+    folder = version_dir / REPORT_DIR
+    path = folder / name
+    try:
+        return path if is_report_name(name) and path.is_file() and path.resolve().parent == folder.resolve() else None
+    except OSError:
+        return None
 
 
 def list_report_files(version_dir: Path) -> list[str]:
     """Names of the report files a version carries (blocking: file-system access)."""
     folder = version_dir / REPORT_DIR
     try:
-        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+        names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     except OSError:
         return []
-    return [p.name for p in entries if p.is_file() and REPORT_NAME.fullmatch(p.name)
-            and p.suffix.lower() in REPORT_TYPES]
+    return [name for name in names if report_file(version_dir, name)]
 
 
 def _batching(settings) -> dict:
@@ -70,7 +77,7 @@ def _version_json(repository: ModelRepository, name: str, status: VersionStatus,
     if status.state == AVAILABLE:
         try:
             served = repository.resolve(name, status.number)
-        except Exception:  # noqa: BLE001 - it left between the two lookups: shown as a plain status
+        except ServiceError:  # it left between the two lookups: shown as a plain status
             return doc
         doc["classes"] = served.class_names
         doc["batching"] = _batching(served.batching)
@@ -120,21 +127,15 @@ def build_router(repository: ModelRepository, metrics: Metrics) -> APIRouter:
         return json_response({"models": stats.figures()})
 
     @router.get("/ui/api/models/{model}/versions/{version}/report/{file}", summary="A file of a version's report")
-    async def report_file(model: str, version: str, file: str):
+    async def get_report_file(model: str, version: str, file: str):
         number = parse_version(version)
         statuses = [s for s in repository.statuses(ensure_model_name(model)) if s.number == number]
         if not statuses:
             raise NotFound(f"model '{model}' version {version} not found")
-        name = report_file_name(file)
-        folder = statuses[0].path / REPORT_DIR
-        path = folder / name
-
-        def inside_report() -> bool:  # a symbolic link out of the report folder is not served
-            return path.is_file() and path.resolve().parent == folder.resolve()
-
-        if not await asyncio.to_thread(inside_report):
-            raise NotFound(f"model '{model}' version {version} has no report file '{name}'")
-        headers = {"Content-Security-Policy": REPORT_HTML_CSP} if name.endswith(".html") else None
+        path = await asyncio.to_thread(report_file, statuses[0].path, file)
+        if path is None:
+            raise NotFound(f"model '{model}' version {version} has no report file '{file}'")
+        headers = {"Content-Security-Policy": REPORT_HTML_CSP} if path.suffix.lower() == ".html" else None
         return FileResponse(path, media_type=REPORT_TYPES[path.suffix.lower()], headers=headers)
 
     return router

@@ -129,7 +129,7 @@ function renderModels() {
       },
       el("td", { text: v.version }),
       el("td", {}, el("span", { class: `state state-${v.state.toLowerCase()}${v.reason ? " state-failed" : ""}`,
-        text: v.reason ? "FAILED" : v.state })),
+        title: `${v.state} since ${new Date(v.since * 1000).toLocaleString()}`, text: v.reason ? "FAILED" : v.state })),
       el("td", { class: "reason", text: v.reason || "" }),
       el("td", { text: labelsOf(model, v.version).join(", ") }),
       el("td", { text: classes }),
