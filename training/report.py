@@ -288,6 +288,22 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
+def _plot_names(report: dict) -> list[tuple[str, str]]:
+    """(title, file name) of the figures shown before the lists: the confusion matrix, then each phase's curves."""
+    return [("Confusion matrix", "confusion_matrix.png")] + [
+        (f"Training curves: {phase}", f"curves_{_file_safe(phase)}.png") for phase in report["histories"]]
+
+
+def write_html(report: dict, out_dir: str | Path) -> None:
+    """(Re)write ``report.html`` in ``out_dir`` from ``report`` (:func:`build_report`'s dict, or report.json read
+    back) with the PNGs already in ``out_dir`` embedded; a missing PNG is an OSError."""
+    out = Path(out_dir)
+    plots = _plot_names(report)
+    names = [name for _, name in plots] + ([GALLERY_FILE] if report["misclassified"] else [])
+    pngs = {name: (out / name).read_bytes() for name in names}
+    (out / "report.html").write_text(_html(report, plots, pngs), encoding="utf-8")
+
+
 def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
     """Write the report of ``ev`` into ``out_dir`` (created with its parents) and return it.
 
@@ -299,19 +315,16 @@ def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
     report = build_report(ev)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plots = [("Confusion matrix", "confusion_matrix.png")]
+    plots = _plot_names(report)
     _plot_confusion(report, out / "confusion_matrix.png")
-    for phase, history in report["histories"].items():
-        name = f"curves_{_file_safe(phase)}.png"
+    for (_, name), (phase, history) in zip(plots[1:], report["histories"].items()):
         _plot_curves(phase, history, out / name)
-        plots.append((f"Training curves: {phase}", name))
     files = ["report.json", "report.md", "report.html"] + [name for _, name in plots]
     if report["misclassified"]:
         _plot_gallery(report["misclassified"], ev.images, out / GALLERY_FILE)
         files.append(GALLERY_FILE)
     (out / "report.md").write_text(_markdown(report, plots), encoding="utf-8")
-    pngs = {name: (out / name).read_bytes() for name in files if name.endswith(".png")}
-    (out / "report.html").write_text(_html(report, plots, pngs), encoding="utf-8")
+    write_html(report, out)
     report["files"] = files
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report

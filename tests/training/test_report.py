@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.report import EvaluationInput, build_report, summary_lines, write_report
+from training.report import EvaluationInput, build_report, summary_lines, write_html, write_report
 
 CLASSES = ["cat", "dog", "bird"]
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
@@ -143,6 +143,17 @@ def test_html_is_one_self_contained_file_with_the_pngs_embedded(tmp_path):
                                               "Misclassified test images"]
     # Nothing else is referenced: no links to files, no external resources.
     assert re.findall(r'(?:src|href)="(?!data:)', page) == []
+
+
+def test_html_can_be_rewritten_from_report_json_and_the_pngs(tmp_path):
+    write_report(_evaluation(), tmp_path)
+    first = (tmp_path / "report.html").read_text()
+    (tmp_path / "report.html").unlink()
+    write_html(json.loads((tmp_path / "report.json").read_text()), tmp_path)
+    assert (tmp_path / "report.html").read_text() == first
+    (tmp_path / "misclassified.png").unlink()
+    with pytest.raises(OSError):
+        write_html(json.loads((tmp_path / "report.json").read_text()), tmp_path)
 
 
 def test_no_gallery_when_all_correct(tmp_path):
