@@ -27,7 +27,7 @@ from service.core.errors import ServiceError
 from service.core.inference import InferenceService
 from service.core.served import BatchingSettings, ServedVersion
 from service.observability.metrics import Metrics
-from service.repository.config import load_model_config, specs_from_repository
+from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
 from service.runtime import devices
 from service.runtime.savedmodel import LoadedModel
@@ -125,11 +125,13 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
             _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes})))
         return served
 
-    if settings.model_config_file:
-        config_file = settings.model_config_file
+    if settings.model_base_path is not None:
+        single = [ModelSpec(settings.model_name, settings.model_base_path)]
 
         def specs():
-            return load_model_config(config_file)
+            return single
+    elif settings.model_config_file:
+        specs = ConfigFileSource(settings.model_config_file, settings.config_poll_interval_s)
     else:
         def specs():
             return specs_from_repository(settings.model_repo)
@@ -190,9 +192,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
         ok = runtime.ready()
         return PlainTextResponse("ready" if ok else "not ready", status_code=200 if ok else 503)
 
-    @app.get("/metrics", include_in_schema=False)
     async def metrics():
         return Response(generate_latest(runtime.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    for path in dict.fromkeys(["/metrics", settings.prometheus_path or "/metrics"]):
+        app.add_api_route(path, metrics, methods=["GET"], include_in_schema=False)
 
     auth = AuthPolicy.from_settings(settings)
     if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too

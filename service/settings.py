@@ -23,6 +23,13 @@ class SettingsError(ValueError):
 class Settings:
     model_repo: Path = Path("models")
     model_config_file: Path | None = None
+    # TF Serving's --model_name/--model_base_path: serve this one model (instead of model_repo's sub-folders).
+    model_name: str = ""
+    model_base_path: Path | None = None
+    # How often model_config_file is re-read: None with every repository poll (tlserve's default); 0 only at
+    # start (TF Serving's --model_config_file_poll_wait_seconds default); > 0 at most that often.
+    config_poll_interval_s: float | None = None
+    prometheus_path: str = ""  # TF Serving's monitoring config: Prometheus served here too (besides /metrics)
     http_host: str = "0.0.0.0"
     http_port: int = 3000
     grpc_port: int = 8500  # 0: a free port (tests); -1: no gRPC server
@@ -73,6 +80,12 @@ class Settings:
             problems.append("grpc_max_message_mb must be > 0")
         if self.ready_when not in ("all", "any"):
             problems.append("ready_when must be 'all' or 'any'")
+        if bool(self.model_name) != (self.model_base_path is not None):
+            problems.append("model_name and model_base_path go together: set both or neither")
+        if self.config_poll_interval_s is not None and self.config_poll_interval_s < 0:
+            problems.append("config_poll_interval_s must be >= 0")
+        if self.prometheus_path and not self.prometheus_path.startswith("/"):
+            problems.append("prometheus_path must start with '/'")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("tls_cert_file and tls_key_file go together: set both or neither")
         for name in ("tls_cert_file", "tls_key_file", "auth_token_file"):

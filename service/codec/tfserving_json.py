@@ -3,7 +3,8 @@
 Follows TF Serving's ``json_tensor.cc``: ``:predict`` in row (``"instances"``) and columnar (``"inputs"``) format with
 ``{"b64": ...}`` binary values, ``:classify`` / ``:regress`` with ``"examples"`` (and ``"context"``) turned into
 serialized ``tf.Example`` protos, and the matching responses. Stricter than TF Serving where it silently accepts
-nonsense: integers are range-checked, and unknown input names are refused.
+nonsense: integers are range-checked, and unknown input names are refused. As lenient as TF Serving about shapes:
+they are not checked against the signature here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from tensorflow.core.example import example_pb2, feature_pb2
 
 from service.codec import dtypes
 from service.codec.dtypes import is_b64_object, to_json_value
-from service.core.errors import InternalError, InvalidInput
-from service.core.tensors import TensorSpec
+from service.core.errors import InternalError, InvalidInput, NotFound
+from service.core.tensors import SignatureInfo, TensorSpec
 
 DEFAULT_SIGNATURE = "serving_default"
 BYTES_SUFFIX = "_bytes"  # outputs named so are written as {"b64": ...} (TF Serving's convention, from CMLE)
@@ -62,7 +63,7 @@ def parse_predict(body: bytes | str, input_specs: Callable[[str], dict[str, Tens
     else:
         values = _columns_from_inputs(doc["inputs"], specs)
         where = "inputs"
-    inputs = {name: _to_tensor(value, specs[name], where, row_format) for name, value in values.items()}
+    inputs = {name: _to_tensor(value, specs[name], where) for name, value in values.items()}
     return PredictRequest(signature_name, inputs, row_format)
 
 
@@ -112,39 +113,14 @@ def _names(specs: dict[str, TensorSpec]) -> str:
     return ", ".join(repr(name) for name in specs)
 
 
-def _to_tensor(value: Any, spec: TensorSpec, where: str, row_format: bool) -> np.ndarray:
-    """Converts one input's JSON value to its dtype and checks it against the spec's shape."""
+def _to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
+    """Converts one input's JSON value to its dtype. The shape is the JSON's own: like TF Serving, the codec does
+    not hold it against the signature (TF Serving answers ``{"instances": [2.0, 3.0, 4.0]}`` for an input of shape
+    [-1, 1]); the model refuses what it cannot compute, and that refusal is the client's 400."""
     try:
-        array = dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True)
+        return dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True)
     except InvalidInput as exc:
         raise InvalidInput(f"input '{spec.name}': {exc.message}") from None
-    _check_shape(array, spec, row_format)
-    return array
-
-
-def _check_shape(array: np.ndarray, spec: TensorSpec, row_format: bool) -> None:
-    if spec.shape is None:
-        return
-    want, got = spec.shape, array.shape
-    if row_format and want:
-        # Say it per instance: in row format the client never writes the batch dimension itself.
-        if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
-            raise InvalidInput(f"input '{spec.name}': each instance must have shape {_shape_text(want[1:])}, "
-                               f"got {_shape_text(got[1:])}")
-        if want[0] is not None and want[0] != got[0]:
-            raise InvalidInput(f"input '{spec.name}': expected {want[0]} instances, got {got[0]}")
-        return
-    if len(got) != len(want):
-        raise InvalidInput(f"input '{spec.name}': expected {len(want)} dimensions (shape {_shape_text(want)}), "
-                           f"got {len(got)} (shape {_shape_text(got)})")
-    for axis, (w, g) in enumerate(zip(want, got)):
-        if w is not None and w != g:
-            raise InvalidInput(f"input '{spec.name}': dimension {axis} must be {w} (shape {_shape_text(want)}), "
-                               f"got {g}")
-
-
-def _shape_text(shape: tuple) -> str:
-    return "[" + ", ".join("-1" if d is None else str(d) for d in shape) + "]"
 
 
 def format_predict(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
@@ -258,6 +234,18 @@ def _feature_kind(item: Any, where: str) -> str:
         return "bytes"
     kind = "a list" if isinstance(item, list) else "an object" if isinstance(item, dict) else json.dumps(item)
     raise InvalidInput(f'{where}: a feature value must be a number, a string or {{"b64": ...}}, got {kind}')
+
+
+def examples_input(signatures: dict[str, SignatureInfo], signature: str) -> str:
+    """The input of ``signature`` that takes serialized tf.Examples (:classify, :regress, Classify, Regress and
+    MultiInference), recognised by structure: exactly one input, whatever the method name says."""
+    if signature not in signatures:
+        raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
+    inputs = signatures[signature].inputs
+    if len(inputs) != 1:
+        raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples (it has {len(inputs)} "
+                           "inputs, not one)")
+    return next(iter(inputs))
 
 
 def format_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> dict:

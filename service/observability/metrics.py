@@ -9,12 +9,41 @@ BentoML's own ``/metrics`` beside its ``bentoml_service_*`` ones; gauges therefo
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
+
+from service.core.errors import ERROR_TABLE
 
 from service.batching.batcher import BatchStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MODEL_STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
+
+# TF Serving's own metrics, under its names and labels, so that dashboards made for it keep working.
+# request_latency is in microseconds with TF Serving's buckets (scale 10, power 1.8, 33 buckets).
+TFS_LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
+TFS_APIS = {"predict": "Predict", "classify": "Classify", "regress": "Regress", "multi_inference": "MultiInference"}
+TFS_ENTRYPOINTS = {"tfserving-grpc": "GRPC", "tfserving-rest": "REST"}
+_GRPC_CODE_OF_HTTP = {kind.http_status: kind.grpc_code for kind in ERROR_TABLE} | {200: "OK", 499: "CANCELLED"}
+
+
+class PlainCounter:
+    """A counter exposed under exactly its name: prometheus_client's Counter would add ``_total``, which
+    TF Serving's ``:tensorflow:serving:request_count`` does not have."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], registry: CollectorRegistry):
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self._values: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, *labels: str) -> None:
+        self._values[labels] = self._values.get(labels, 0.0) + 1
+
+    def collect(self):
+        metric = Metric(self.name, self.documentation, "counter")
+        for labels, value in sorted(self._values.items()):
+            metric.add_sample(self.name, dict(zip(self.labelnames, labels)), value)
+        yield metric
 
 
 class Metrics:
@@ -39,11 +68,21 @@ class Metrics:
                                     registry=registry)
         self.model_loads = Counter("tlserve_model_loads", "Model versions loaded (or failed to)",
                                    ("model", "version", "result"), registry=registry)
+        self.tfs_request_count = PlainCounter(":tensorflow:serving:request_count", "The total number of requests.",
+                                              ("model_name", "status"), registry)
+        self.tfs_request_latency = Histogram(
+            ":tensorflow:serving:request_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ("model_name", "API", "entrypoint"), buckets=TFS_LATENCY_BUCKETS_US, registry=registry)
 
     def observe_request(self, model: str, version: str, protocol: str, api: str, code: str, seconds: float) -> None:
         labels = (model or "", version or "", protocol, api, code)
         self.requests.labels(*labels).inc()
         self.request_latency.labels(*labels).observe(seconds)
+        if protocol in TFS_ENTRYPOINTS and api in TFS_APIS:
+            status = code if not code.isdigit() else _GRPC_CODE_OF_HTTP.get(int(code), "UNKNOWN")
+            self.tfs_request_count.inc(model or "", status)
+            self.tfs_request_latency.labels(model or "", TFS_APIS[api], TFS_ENTRYPOINTS[protocol]).observe(seconds * 1e6)
 
     def observe_batch(self, model: str, version: int, stats: BatchStats, queue_depth: int) -> None:
         labels = (model, str(version))

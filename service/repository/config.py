@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,25 @@ def load_model_config(path: str | Path) -> list[ModelSpec]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the model config file ({exc}); check the --model-config-file path")
     return parse_model_config(text, relative_to=path.parent, source=str(path))
+
+
+class ConfigFileSource:
+    """The specs of a ``ModelServerConfig`` file, read at the first call and then again at most every
+    ``interval_s`` seconds: None re-reads at every call, 0 never again (TF Serving's
+    ``--model_config_file_poll_wait_seconds``). A re-read that fails raises, and the next call tries again."""
+
+    def __init__(self, path: str | Path, interval_s: float | None = None):
+        self.path, self.interval_s = Path(path), interval_s
+        self._specs: list[ModelSpec] | None = None
+        self._read_at = 0.0
+
+    def __call__(self) -> list[ModelSpec]:
+        now = time.monotonic()
+        due = self.interval_s is None or (self.interval_s > 0 and now - self._read_at >= self.interval_s)
+        if self._specs is None or due:
+            self._specs = load_model_config(self.path)
+            self._read_at = now
+        return self._specs
 
 
 def specs_from_repository(root: str | Path) -> list[ModelSpec]:

@@ -10,12 +10,14 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
 from tensorflow.core.example import example_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      inference_pb2, model_management_pb2, predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2, model_service_pb2_grpc)
 from tensorflow_serving.apis import status_pb2
 
-from service.core.errors import InvalidInput, NotFound, NotImplementedYet
+from service.codec.tfserving_json import examples_input
+from service.core.errors import InvalidInput, NotImplementedYet
 from service.core.inference import InferenceService, Target
 from service.repository.config import ConfigError, specs_from_proto
 from service.transport.grpc.calls import describe, rpc, timeout_of
@@ -37,6 +39,40 @@ def _to_array(name: str, proto) -> np.ndarray:
         return tf.make_ndarray(proto)
     except Exception as exc:  # TypeError/ValueError for unknown dtypes or inconsistent contents
         raise InvalidInput(f"input '{name}' is not a valid TensorProto: {exc}") from exc
+
+
+# The typed value field TF Serving fills for each dtype (Tensor::AsProtoField; its default for Predict responses).
+_TYPED_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val", types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val", types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val", types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val", types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_BFLOAT16: "half_val", types_pb2.DT_COMPLEX64: "scomplex_val", types_pb2.DT_COMPLEX128: "dcomplex_val",
+}
+
+
+def typed_tensor_proto(value) -> tensor_pb2.TensorProto:
+    """A TensorProto with every element in its typed field (``float_val``, ``int64_val``, ``string_val``...), as
+    TF Serving answers Predict, rather than ``tensor_content``: clients that read ``float_val`` get the values."""
+    array = np.asarray(value)
+    proto = tensor_pb2.TensorProto()
+    proto.tensor_shape.CopyFrom(tf.TensorShape(array.shape).as_proto())
+    if array.dtype == object or array.dtype.kind in "SU":
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel())
+        return proto
+    dtype = tf.as_dtype(array.dtype).as_datatype_enum
+    field = _TYPED_FIELDS.get(dtype)
+    if field is None:  # no typed field for this dtype: the encoding TensorFlow picks
+        return tf.make_tensor_proto(array)
+    proto.dtype = dtype
+    flat = array.ravel()
+    if field == "half_val":  # half and bfloat16 travel as their 16-bit patterns
+        flat = flat.view(np.uint16)
+    elif field in ("scomplex_val", "dcomplex_val"):  # real and imaginary parts, interleaved
+        flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
+    getattr(proto, field).extend(flat.tolist())
+    return proto
 
 
 def serialized_examples(request_input) -> np.ndarray:
@@ -80,22 +116,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, target.model, served.number, signature)
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+            response.outputs[name].CopyFrom(typed_tensor_proto(value))
         return response
 
     async def _run_examples(self, spec, request_input, context):
         target = target_of(spec)
         describe(model=target.model)
         signature = spec.signature_name or "serving_default"
-        _, signatures = self.inference.signatures(target)
-        if signature not in signatures:
-            raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
-        inputs = signatures[signature].inputs
-        if len(inputs) != 1:  # recognised by structure: one input, the serialized examples
-            raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
-        (key,) = inputs
-        served, outputs = await self.inference.predict(target, signature, {key: serialized_examples(request_input)},
-                                                       deadline=self.inference.deadline(timeout_of(context)))
+        examples = serialized_examples(request_input)
+        deadline = self.inference.deadline(timeout_of(context))
+        # One resolution for the signature check and the run, so that both see the same version.
+        with self.inference.using(target) as served:
+            key = examples_input(served.model.signatures, signature)
+            outputs = await served.predict(signature, {key: examples}, deadline=deadline)
         describe(version=served.number)
         return target, served, signature, outputs
 

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from service.codec import tfserving_json
-from service.core.errors import InvalidInput, NotFound
+from service.core.errors import InvalidInput
 from service.core.inference import InferenceService, Target
 from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
                                            request_timeout)
@@ -56,16 +56,12 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         target = Target(model, parse_version(version), label)
         describe(request, model=model, protocol=PROTOCOL, api="predict")
         body = await read_body(request, max_body_bytes)
-        served, signatures = inference.signatures(target)
-
-        def input_specs(signature: str):
-            if signature not in signatures:
-                raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
-            return signatures[signature].inputs
-
-        parsed = await parse_off_loop(body, tfserving_json.parse_predict, input_specs)
-        served, outputs = await inference.predict(target, parsed.signature_name, parsed.inputs,
-                                                  deadline=inference.deadline(request_timeout(request)))
+        deadline = inference.deadline(request_timeout(request))
+        # One resolution for parsing against the signature and for the run, so that both see the same version.
+        with inference.using(target) as served:
+            parsed = await parse_off_loop(body, tfserving_json.parse_predict,
+                                          lambda signature: served.model.signature(signature).inputs)
+            outputs = await served.predict(parsed.signature_name, parsed.inputs, deadline=deadline)
         describe(request, version=served.number)
         return json_response(tfserving_json.format_predict(outputs, parsed.row_format))
 
@@ -74,15 +70,11 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         describe(request, model=model, protocol=PROTOCOL, api=verb)
         body = await read_body(request, max_body_bytes)
         signature, serialized = await parse_off_loop(body, _serialized_examples)
-        served, signatures = inference.signatures(target)
-        if signature not in signatures:
-            raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
-        info = signatures[signature]
-        if len(info.inputs) != 1:
-            raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples")
-        (key,) = info.inputs
-        served, outputs = await inference.predict(target, signature, {key: serialized},
-                                                  deadline=inference.deadline(request_timeout(request)))
+        deadline = inference.deadline(request_timeout(request))
+        # One resolution for the signature check and the run, so that both see the same version.
+        with inference.using(target) as served:
+            key = tfserving_json.examples_input(served.model.signatures, signature)
+            outputs = await served.predict(signature, {key: serialized}, deadline=deadline)
         describe(request, version=served.number)
         if verb == "classify":
             return json_response(tfserving_json.format_classify(outputs.get("classes"), outputs.get("scores")))
