@@ -8,8 +8,9 @@ import shutil
 import httpx
 import pytest
 
+from service.settings import Settings
 from service.transport.http.console import REPORT_DIR
-from tests.service.conftest import copy_version
+from tests.service.conftest import copy_version, start_server
 
 REFRESH_WAIT_MS = 20_000  # the page re-reads the models every 5 s and the figures every 3 s
 
@@ -132,3 +133,39 @@ def test_report_html_is_self_contained_in_the_browser(page, console_server):
     for i in range(images.count()):
         assert images.nth(i).evaluate("img => img.complete && img.naturalWidth > 100")
     assert page.locator("h1").inner_text() == "Evaluation report"
+
+
+@pytest.fixture(scope="module")
+def auth_server(digits_repo, tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("auth") / "token"
+    token_file.write_text("console-test-token\n")
+    running = start_server(Settings(model_repo=digits_repo, poll_interval_s=0.3, auth_token_file=token_file))
+    yield running
+    running.stop()
+
+
+def test_with_auth_on_the_console_asks_for_a_token_once_and_sends_it_on_every_call(page, auth_server, digit_images,
+                                                                                  tmp_path):
+    assert httpx.get(f"{auth_server.url}/ui/api/models").status_code == 401  # the API is closed ...
+    page.goto(f"{auth_server.url}/ui")  # ... the page itself is open
+    page.wait_for_selector("#token-dialog[open]")
+    page.fill("#token-input", "wrong-token")
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#token-dialog[open]")  # refused again: asked again
+    page.fill("#token-input", "console-test-token")
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector('tr.version[data-model="digits"][data-version="1"][data-state="AVAILABLE"]')
+    page.wait_for_selector("#report-accuracy")  # report files are fetched with the token too
+    path = tmp_path / "digit.png"
+    path.write_bytes(digit_images[0][0])
+    page.set_input_files("#try-files", str(path))
+    page.wait_for_selector("#try-results .result li.top")  # so is POST /classify
+    assert page.locator("#try-results li.top .label").inner_text() == digit_images[0][1]
+    assert page.evaluate("sessionStorage.getItem('tlserve.token')") == "console-test-token"
+    page.reload()  # kept for the tab's session: not asked again
+    page.wait_for_selector('#stats tr[data-model="digits"]')
+    assert not page.locator("#token-dialog").evaluate("d => d.open")
+    # The browser logs each refused call; those 401s (and nothing else) were expected here.
+    expected = [p for p in page.problems.items if "status of 401" in p]
+    assert expected and len(expected) == len(page.problems.items), page.problems.items
+    page.problems.items.clear()
