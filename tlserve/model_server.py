@@ -184,7 +184,7 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
         raise UsageError("both --model_base_path and --model_config_file are empty: give one (or set MODEL_NAME / "
                          "MODEL_BASE_PATH as TF Serving's Docker image does)")
     if "model_base_path" in changes:
-        base = str(changes["model_base_path"])
+        base = get("model_base_path") or environ.get("MODEL_BASE_PATH", "")  # as typed: Path() folds '//'
         if "://" in base:
             raise UsageError(f"model base path {base!r} is a URL; tlserve serves local directories only "
                              "(mount or copy the model; see README 'Migrating from TF Serving')")
@@ -205,7 +205,9 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
         if get("monitoring_config_file"):
             changes["prometheus_path"] = load_prometheus_path(get("monitoring_config_file"))
         changes.update(_batching(get("enable_batching"), get("batching_parameters_file"), load_batching_parameters))
-        return Settings(**changes)
+        settings = Settings(**changes)
+        settings.allowed_sizes()  # refused now rather than at the first batch
+        return settings
     except ConfigFileError as exc:
         raise ConfigFileInvalid(str(exc)) from None
     except SettingsError as exc:

@@ -146,6 +146,20 @@ def test_predict_with_a_batch_dimension(default_stub):
     verify_predict(default_stub, 3.0, specify_output=False, batch_input=True)
 
 
+def test_predict_answers_in_typed_value_fields(default_stub):
+    """VerifyPredictRequest reads float_val: TF Serving fills the typed field for every size, not tensor_content."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "default"
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].float_val.extend([2.0, 3.0, 4.0])
+    for size in (3, 1):
+        request.inputs["x"].tensor_shape.dim.add().size = size
+    result = default_stub.Predict(request, RPC_TIMEOUT)
+    assert list(result.outputs["y"].float_val) == [3.0, 3.5, 4.0]
+    assert result.outputs["y"].tensor_content == b""
+    assert [d.size for d in result.outputs["y"].tensor_shape.dim] == [3, 1]
+
+
 def test_good_grpc_channel_args(default_server, default_stub):
     """testGoodGrpcChannelArgs: the server started with --grpc_channel_arguments (accepted, ignored) serves."""
     verify_predict(default_stub, 3.0, specify_output=False)

@@ -1,0 +1,144 @@
+"""tlserve-model-server's command line and TF Serving's configuration files, without starting a server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from service.repository.config import ConfigFileSource
+from service.transport.grpc.tfserving import typed_tensor_proto
+from tests.tfserving_compat.conftest import HALF_PLUS_TWO, TESTDATA, write_model_config
+from tlserve.model_server import ConfigFileInvalid, UsageError, parse_flags, settings_from_flags
+from tlserve.tfserving_files import ConfigFileError, parse_batching_parameters, parse_prometheus_path
+
+
+@pytest.mark.parametrize("argv", [
+    ["--port=9000", "--enable_batching", "--model_name=m"],
+    ["--port", "9000", "--enable_batching=true", "--model_name", "m"],
+    ["-port=9000", "-enable_batching", "-model_name", "m"],
+])
+def test_flag_spellings(argv):
+    assert parse_flags(argv) == {"port": 9000, "enable_batching": True, "model_name": "m"}
+
+
+def test_booleans_and_negation():
+    assert parse_flags(["--enable_batching=false"]) == {"enable_batching": False}
+    assert parse_flags(["--noenable_batching"]) == {"enable_batching": False}
+    # A bare boolean never takes the next argument as its value.
+    assert parse_flags(["--enable_batching", "--port=1"]) == {"enable_batching": True, "port": 1}
+    with pytest.raises(UsageError, match="expected true or false"):
+        parse_flags(["--enable_batching=maybe"])
+
+
+def test_unknown_refused_and_ignored_flags(capsys):
+    with pytest.raises(UsageError, match="unknown command line flag 'no_such_flag'"):
+        parse_flags(["--no_such_flag=1"])
+    with pytest.raises(UsageError, match="--grpc_socket_path is not supported.*Unix domain socket"):
+        parse_flags(["--grpc_socket_path=/tmp/s"])
+    with pytest.raises(UsageError, match="--port=abc: expected an integer"):
+        parse_flags(["--port=abc"])
+    with pytest.raises(UsageError, match="--model_name needs a value"):
+        parse_flags(["--model_name"])
+    assert parse_flags(["--grpc_channel_arguments=grpc.max_connection_age_ms=2000"]) == {}
+    assert "ignoring --grpc_channel_arguments" in capsys.readouterr().err
+
+
+def test_single_model_settings_use_tf_serving_defaults():
+    settings = settings_from_flags(parse_flags([f"--model_base_path={HALF_PLUS_TWO}"]), {})
+    assert (settings.model_name, settings.model_base_path) == ("default", HALF_PLUS_TWO)
+    assert (settings.grpc_port, settings.http_port) == (8500, 0)  # the binary's defaults: REST off
+    assert settings.request_timeout_s == 30.0 and settings.poll_interval_s == 1.0
+    assert settings.batch_timeout_ms == 0.0  # no --enable_batching: nothing waits for a batch to fill
+
+
+def test_docker_image_environment():
+    settings = settings_from_flags({}, {"MODEL_NAME": "digits", "MODEL_BASE_PATH": "/srv/models"})
+    assert (settings.model_name, str(settings.model_base_path)) == ("digits", "/srv/models/digits")
+    assert (settings.grpc_port, settings.http_port) == (8500, 8501)
+    settings = settings_from_flags({}, {"MODEL_NAME": "m"})
+    assert str(settings.model_base_path) == "/models/m"
+
+
+def test_no_model_and_url_base_paths_are_refused():
+    with pytest.raises(UsageError, match="both --model_base_path and --model_config_file are empty"):
+        settings_from_flags({}, {})
+    with pytest.raises(UsageError, match="is a URL; tlserve serves local directories only"):
+        settings_from_flags({"model_base_path": "gs://bucket/m"}, {})
+
+
+def test_batching_parameters_file_maps_onto_settings():
+    flags = parse_flags([f"--model_base_path={HALF_PLUS_TWO}", "--enable_batching",
+                         f"--batching_parameters_file={TESTDATA / 'batching_config.txt'}"])
+    settings = settings_from_flags(flags, {})
+    assert (settings.max_batch_size, settings.batch_timeout_ms, settings.max_concurrent_batches) == (128, 0.0, 8)
+    assert settings.max_queue == 1_000_000 * 128  # TF Serving's limit counts batches, tlserve's rows
+
+
+def test_batching_parameters_text_format():
+    params = parse_batching_parameters("# comment\nmax_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n"
+                                       "allowed_batch_sizes: 2\nallowed_batch_sizes: 8\npad_variable_length_inputs: true")
+    assert (params.max_batch_size, params.batch_timeout_micros, params.allowed_batch_sizes,
+            params.pad_variable_length_inputs) == (8, 500, (2, 8), True)
+    with pytest.raises(ConfigFileError, match='no field named "thread_pool_name".*tlserve supports max_batch_size'):
+        parse_batching_parameters('thread_pool_name { value: "x" }')
+    with pytest.raises(ConfigFileError, match="max_batch_size must be >= 1"):
+        parse_batching_parameters("max_batch_size { value: 0 }")
+
+
+def test_allowed_batch_sizes_must_end_at_max_batch_size(tmp_path):
+    path = tmp_path / "batching.txt"
+    path.write_text("max_batch_size { value: 8 } allowed_batch_sizes: 2 allowed_batch_sizes: 4")
+    with pytest.raises(UsageError, match="allowed_batch_sizes '2,4' must increase and end at max_batch_size"):
+        settings_from_flags({"model_base_path": str(HALF_PLUS_TWO), "enable_batching": True,
+                             "batching_parameters_file": str(path)}, {})
+
+
+def test_monitoring_config():
+    assert parse_prometheus_path((TESTDATA / "monitoring_config.txt").read_text()) == "/monitoring/prometheus/metrics"
+    assert parse_prometheus_path("prometheus_config { enable: true }") == "/monitoring/prometheus/metrics"
+    assert parse_prometheus_path("prometheus_config { enable: false, path: '/x' }") == ""
+    with pytest.raises(ConfigFileError, match="error parsing text-format tensorflow.serving.MonitoringConfig"):
+        parse_prometheus_path("prometheus { }")
+
+
+def test_bad_files_named_by_flags_are_config_errors(tmp_path):
+    with pytest.raises(ConfigFileInvalid, match="Error parsing text-format tensorflow.serving.ModelServerConfig"):
+        settings_from_flags({"model_config_file": str(TESTDATA / "bad_model_config.txt")}, {})
+    with pytest.raises(ConfigFileInvalid, match="cannot read the file"):
+        settings_from_flags({"model_base_path": str(HALF_PLUS_TWO), "monitoring_config_file": str(tmp_path / "no")},
+                            {})
+
+
+def test_config_file_source_polls_only_as_asked(tmp_path):
+    path = write_model_config(tmp_path / "models.conf", {"a": HALF_PLUS_TWO})
+    once, every = ConfigFileSource(path, 0), ConfigFileSource(path)
+    assert [s.name for s in once()] == [s.name for s in every()] == ["a"]
+    write_model_config(path, {"b": HALF_PLUS_TWO})
+    assert [s.name for s in once()] == ["a"]  # 0: read at start only, as TF Serving's default
+    assert [s.name for s in every()] == ["b"]
+
+
+@pytest.mark.parametrize("value, field", [
+    (np.array([[1.5], [2.5]], np.float32), "float_val"),
+    (np.array([1.5, -2.0], np.float64), "double_val"),
+    (np.array([[1, 2, 3]], np.int32), "int_val"),
+    (np.array([7, 8], np.uint8), "int_val"),
+    (np.array([2**40, -1], np.int64), "int64_val"),
+    (np.array([2**63], np.uint64), "uint64_val"),
+    (np.array([True, False]), "bool_val"),
+    (np.array([0.5, 2.0], np.float16), "half_val"),
+    (np.array([1 + 2j], np.complex64), "scomplex_val"),
+    (np.array([b"a", b"\xff"], object), "string_val"),
+])
+def test_predict_outputs_fill_typed_value_fields(value, field):
+    proto = typed_tensor_proto(value)
+    assert proto.tensor_content == b"" and len(getattr(proto, field)) > 0
+    assert [d.size for d in proto.tensor_shape.dim] == list(value.shape)
+    np.testing.assert_array_equal(tf.make_ndarray(proto), value)
+
+
+def test_typed_string_values_from_text():
+    proto = typed_tensor_proto(np.array(["héllo"], object))
+    assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == ["héllo".encode()]
