@@ -1,10 +1,12 @@
 """A model version that serves: its loaded model, its batchers, and how requests reach them.
 
 Two paths, as DESIGN.md says:
-- a tlserve export (it has ``preprocess`` and ``pixels``): every image is checked and decoded on its own
-  (in a worker thread, so one bad image fails only its own request), then the pixels of all requests
-  share one batcher on ``pixels``. ``serving_default`` and ``classify`` requests take this path too, so
-  every transport and signature of one version feeds one queue;
+- a tlserve export (it has ``preprocess`` and ``pixels``): every image's header is checked on its own, then
+  encoded images and pixels of all requests share one batcher. A batch decodes all its encoded images in
+  one ``preprocess`` call mapped over the batch (one TF call per image cost more than the model at small
+  sizes); if that call fails, the images are decoded one by one so a bad image fails only its own request.
+  Then all pixels run through ``pixels`` at once. ``serving_default`` and ``classify`` requests take this
+  path too, so every transport and signature of one version feeds one queue;
 - any other SavedModel: requests are split into rows per named input and rows are batched per signature
   (a failing batch is retried row by row by the batcher); signatures without a batch dimension run alone.
 """
@@ -20,13 +22,22 @@ import numpy as np
 
 from service.batching.batcher import BatchStats, DynamicBatcher
 from service.codec.images import ImageLimits, inspect_image
-from service.core.errors import InternalError, InvalidInput, NotFound, TooLarge, UnsupportedMediaType
+from service.core.errors import InternalError, InvalidInput, NotFound, ServiceError, TooLarge, UnsupportedMediaType
 from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 
 CLASS_NAMES_FILE = "assets/labels.txt"
 IMAGE_SIGNATURES = ("serving_default", "classify")
 EXAMPLE_IMAGE_KEY = "image/encoded"
+IMAGES_QUEUE = "pixels"  # an image model's ``pixels`` batcher also takes encoded images
+
+
+@dataclass(frozen=True)
+class _EncodedImage:
+    """An item of the images queue still to decode; ``index`` is its place in its request, for errors."""
+
+    data: bytes
+    index: int
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,10 @@ class ServedVersion:
         """Encoded images -> ``scores`` and ``classes`` of a tlserve export, through the shared pixels queue."""
         if not images:
             raise InvalidInput("no images in the request")
-        pixels = await asyncio.gather(*(self._decode(i, image) for i, image in enumerate(images)))
-        return await self.classify_pixels(np.stack(pixels), deadline=deadline)
+        await asyncio.to_thread(self._check_headers, images)
+        rows = await self._batcher(IMAGES_QUEUE).submit([_EncodedImage(image, i) for i, image in enumerate(images)],
+                                                        deadline=deadline)
+        return _stack_rows(rows)
 
     async def classify_pixels(self, pixels: np.ndarray, *, deadline: float | None = None) -> dict[str, np.ndarray]:
         """uint8 pixels ``[N, H, W, 3]`` at the model's size -> ``scores`` and ``classes``, through the pixels queue."""
@@ -107,18 +120,48 @@ class ServedVersion:
                                f"got {pixels.dtype} {list(pixels.shape)}")
         if len(pixels) == 0:
             raise InvalidInput("no images in the request")
-        rows = await self._batcher("pixels").submit([{"pixels": p} for p in pixels], deadline=deadline)
+        rows = await self._batcher(IMAGES_QUEUE).submit([{"pixels": p} for p in pixels], deadline=deadline)
         return _stack_rows(rows)
 
-    async def _decode(self, index: int, image: bytes) -> np.ndarray:
-        try:
-            return await asyncio.to_thread(self._check_and_decode, image)
-        except (InvalidInput, UnsupportedMediaType, TooLarge) as exc:
-            raise type(exc)(f"image {index}: {exc.message}") from exc
+    def _check_headers(self, images: list[bytes]) -> None:
+        """Header checks only: they refuse bombs and non-images before any decoder allocates."""
+        for index, image in enumerate(images):
+            try:
+                inspect_image(image, self.image_limits)
+            except (InvalidInput, UnsupportedMediaType, TooLarge) as exc:
+                raise type(exc)(f"image {index}: {exc.message}") from exc
 
-    def _check_and_decode(self, image: bytes) -> np.ndarray:
-        inspect_image(image, self.image_limits)  # header only: refuses bombs before the decoder allocates
-        return self.model.run("preprocess", {"image": np.array(image, dtype=object)})["pixels"]
+    def _run_images(self, items: list[dict[str, np.ndarray] | _EncodedImage]) -> list[dict[str, np.ndarray] | Exception]:
+        """One batch of the images queue (pixel rows and encoded images): decode the encoded ones together,
+        then run every row through ``pixels`` at once."""
+        results: list[dict[str, np.ndarray] | Exception | None] = [None] * len(items)
+        rows = {k: item for k, item in enumerate(items) if not isinstance(item, _EncodedImage)}
+        encoded = {k: item for k, item in enumerate(items) if isinstance(item, _EncodedImage)}
+        if encoded:
+            for k, decoded in zip(encoded, self._decode_all(list(encoded.values()))):
+                if isinstance(decoded, Exception):
+                    results[k] = decoded
+                else:
+                    rows[k] = {"pixels": decoded}
+        if rows:
+            for k, outputs in zip(rows, self._run_rows("pixels", list(rows.values()))):
+                results[k] = outputs
+        return results
+
+    def _decode_all(self, images: list[_EncodedImage]) -> list[np.ndarray | ServiceError]:
+        """Pixels of every image, in one ``preprocess`` call; if that fails, image by image, errors in place."""
+        try:
+            batch = self.model.run_each("preprocess", {"image": np.array([i.data for i in images], dtype=object)})
+            return list(batch["pixels"])
+        except InvalidInput:
+            pass
+        decoded: list[np.ndarray | ServiceError] = []
+        for image in images:
+            try:
+                decoded.append(self.model.run("preprocess", {"image": np.array(image.data, dtype=object)})["pixels"])
+            except InvalidInput as exc:
+                decoded.append(InvalidInput(f"image {image.index}: {exc.message}"))
+        return decoded
 
     def _images_from(self, signature: str, info: SignatureInfo, inputs: dict[str, np.ndarray]) -> list[bytes]:
         (key,) = info.inputs  # tlserve's image signatures have exactly one input
@@ -146,8 +189,14 @@ class ServedVersion:
     def _batcher(self, signature: str) -> DynamicBatcher:
         batcher = self._batchers.get(signature)
         if batcher is None:
-            async def run(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-                return await asyncio.to_thread(self._run_rows, signature, rows)
+            if self.is_image_model and signature == IMAGES_QUEUE:
+                run_batch = self._run_images
+            else:
+                def run_batch(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+                    return self._run_rows(signature, rows)
+
+            async def run(rows: list) -> list:
+                return await asyncio.to_thread(run_batch, rows)
 
             def stats(s: BatchStats) -> None:
                 if self._on_batch:

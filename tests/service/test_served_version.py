@@ -86,3 +86,62 @@ def test_per_model_batching_overrides():
 def test_bad_batching_settings_are_refused(kwargs, message):
     with pytest.raises(SettingsError, match=message):
         Settings(**kwargs).batching_for("digits")
+
+
+class CallLog:
+    """Wraps a real model to see which signatures run, how (one item or a mapped batch) and on how many items."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def run(self, signature, inputs, output_filter=None):
+        value = next(iter(inputs.values()))
+        self.calls.append(("run", signature, len(value) if np.ndim(value) else None))
+        return self.model.run(signature, inputs, output_filter)
+
+    def run_each(self, signature, inputs):
+        self.calls.append(("run_each", signature, len(next(iter(inputs.values())))))
+        return self.model.run_each(signature, inputs)
+
+
+@pytest.fixture(scope="module")
+def shapes_model(tiny_export):
+    return LoadedModel(tiny_export[0])
+
+
+def test_the_images_of_a_batch_are_decoded_in_one_call(shapes_model, images, expected):
+    log = CallLog(shapes_model)
+    version = ServedVersion("shapes", 1, log, BatchingSettings(max_batch_size=8))
+
+    async def main():
+        out = await version.classify_images(images[:4])
+        await version.drain_and_stop()
+        return out
+
+    out = asyncio.run(main())
+    np.testing.assert_allclose(out["scores"], expected[:4], rtol=1e-4, atol=1e-5)
+    assert log.calls == [("run_each", "preprocess", 4), ("run", "pixels", 4)]
+
+
+def test_a_bad_image_batched_with_good_ones_fails_only_its_own_request(shapes_model, images, expected):
+    log = CallLog(shapes_model)
+    version = ServedVersion("shapes", 1, log, BatchingSettings(max_batch_size=8, batch_timeout_s=0.2))
+    truncated = images[0][: len(images[0]) // 2]  # the header is intact: only the decoder finds the fault
+
+    async def main():
+        first = asyncio.ensure_future(version.classify_images(images[:1]))  # runs alone: the executor was idle
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(version.classify_images(batch)) for batch in ([images[1]], [truncated], [images[2]])]
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        await version.drain_and_stop()
+        return results
+
+    first, good1, bad, good2 = asyncio.run(main())
+    np.testing.assert_allclose(first["scores"][0], expected[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(good1["scores"][0], expected[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(good2["scores"][0], expected[2], rtol=1e-4, atol=1e-5)
+    assert isinstance(bad, InvalidInput) and "image 0" in bad.message
+    assert ("run_each", "preprocess", 3) in log.calls  # the three were batched, and the batch decode failed
