@@ -53,6 +53,7 @@ CONTAINER_PACKAGES := podman buildah runc catatonit debootstrap fuse-overlayfs s
 PODMAN := CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
 IMAGE_TARGET ?= serve
 IMAGE_TAG ?= localhost/tlserve:latest
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
 podman-tools:
 	@command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null || \
@@ -64,7 +65,7 @@ podman-tools:
 image: podman-tools
 	@start=$$(date +%s); \
 	$(PODMAN) build --format docker --build-arg BASE_IMAGE=localhost/tlserve-base:bookworm \
-	  $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt) \
+	  $$([ -f $(CA_BUNDLE) ] && echo --secret id=pip_cert,src=$(CA_BUNDLE)) \
 	  --target $(IMAGE_TARGET) -t $(IMAGE_TAG) . && \
 	echo "built $(IMAGE_TAG) in $$(( $$(date +%s) - start )) s"
 

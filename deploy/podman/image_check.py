@@ -1,9 +1,9 @@
 """Run the serving image with podman as a user would: `make image-check` (which builds it first).
 
 Runs localhost/tlserve:latest (`make image`) with a read-only root file system, /tmp as tmpfs and the
-model repository mounted read-only at /models, then checks /livez, /readyz, the image's HEALTHCHECK,
-gRPC health, one prediction over HTTP and one over gRPC, stops it with `podman stop` (the image's
-STOPSIGNAL, SIGTERM) and requires exit code 0. Prints how long each step took. Ports are published on
+model repository mounted read-only at /models, then checks /livez, /readyz, the web console's files,
+the image's HEALTHCHECK, gRPC health, one prediction over HTTP and one over gRPC, stops it with
+`podman stop` (the image's STOPSIGNAL, SIGTERM) and requires exit code 0. Prints how long each step took. Ports are published on
 127.0.0.1 only.
 """
 
@@ -34,6 +34,9 @@ def run_checks(model_repo: Path, model: str) -> None:
         print(f"/livez 200 after {t:.1f} s")
         t = wait_status(f"{base}/readyz", alive=running)
         print(f"/readyz 200 after {t:.1f} s")
+        for path in ("/ui/", "/ui/app.js", "/metrics"):  # package data (the console's files) made it in
+            t = wait_status(f"{base}{path}", timeout_s=10, alive=running)
+        print("/ui/, /ui/app.js, /metrics: 200")
         podman("healthcheck", "run", name)
         print("image HEALTHCHECK: healthy")
         status = grpc_health(f"127.0.0.1:{grpc_port}")
