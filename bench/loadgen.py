@@ -1,140 +1,137 @@
-"""Closed-loop HTTP and gRPC clients that sort every request's outcome: the soak and the shutdown test use them.
+"""Load generators, both logging every request (start, ok, latency) for bench.stats.window.
 
-Every request ends in exactly one of:
-- served: 200 / OK;
-- rejected: the server refused it cleanly (HTTP 503 with Retry-After, gRPC UNAVAILABLE with the server's
-  own message): safe to retry;
-- refused: the connection was refused (nothing listening): safe to retry elsewhere;
-- lost: anything else (a reset, a closed connection without an answer, a timeout, a 500, a 504): the
-  client cannot know whether it was processed. The goal is zero.
+- closed loop: h2load (nghttp2-client, compiled, one thread) — ``concurrency`` connections, each sending the
+  next request as soon as the previous answer arrived. HTTP/1.1 for HTTP servers, h2c for gRPC (the body is
+  a framed gRPC message; h2load does not read grpc-status, so the harness checks each gRPC endpoint with a
+  real client before loading it). Its CPU time is measured from the kernel's rusage of the child.
+- open loop: Python asyncio in the harness, one request started every 1/rate s whatever the answers, the
+  latency measured from the planned start (so a stalled server is not hidden by a stalled generator).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
+import os
+import re
+import resource
+import subprocess
+import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
-import httpx
+from bench.stats import Request
 
-# UNAVAILABLE messages the server itself sends (service/core/errors.py raisers): clean rejections.
-SERVER_UNAVAILABLE = ("queue full", "too many concurrent requests", "shutting down", "no version ready", "is loading")
-REFUSED_MARKERS = ("connection refused", "failed to connect to all addresses")
+_FINISHED = re.compile(r"finished in")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One way to call one system: the URL, the exact body and headers of every request."""
+
+    system: str
+    api: str
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    grpc: bool = False
 
 
 @dataclass
-class Tally:
-    """Outcomes of many requests, from many threads."""
-
-    served: int = 0
-    rejected: int = 0
-    refused: int = 0
-    lost: Counter = field(default_factory=Counter)  # reason -> count
-    latencies_s: list[tuple[float, float]] = field(default_factory=list)  # (finished at, seconds) of served
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, outcome: str, started: float, reason: str = "") -> None:
-        now = time.monotonic()
-        with self._lock:
-            if outcome == "served":
-                self.served += 1
-                self.latencies_s.append((now, now - started))
-            elif outcome == "rejected":
-                self.rejected += 1
-            elif outcome == "refused":
-                self.refused += 1
-            else:
-                self.lost[reason[:160]] += 1
-
-    @property
-    def lost_count(self) -> int:
-        return sum(self.lost.values())
-
-    def summary(self) -> dict:
-        return {"served": self.served, "rejected_503": self.rejected, "refused": self.refused,
-                "lost": self.lost_count, "lost_reasons": dict(self.lost)}
+class Run:
+    requests: list[Request]
+    window_start_s: float  # time.time() at which measuring starts (after the warm-up)
+    loadgen_cpu_s: float
 
 
-def http_outcome(send: Callable[[], httpx.Response]) -> tuple[str, str]:
+def closed_loop(endpoint: Endpoint, concurrency: int, seconds: float, warmup_s: float) -> Run:
+    with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
+        body, log = Path(tmp) / "body", Path(tmp) / "log.tsv"
+        body.write_bytes(endpoint.body)
+        command = ["h2load", "-c", str(concurrency), "-m", "1", "-D", _ms(seconds), "--warm-up-time", _ms(warmup_s),
+                   "-d", str(body), "--log-file", str(log)]
+        if not endpoint.grpc:
+            command.append("--h1")
+        for name, value in endpoint.headers.items():
+            command += ["-H", f"{name}: {value}"]
+        command.append(endpoint.url)
+        started = time.time()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output = process.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0 or not _FINISHED.search(output):
+            raise RuntimeError(f"h2load failed ({process.returncode}): {output[-2000:]}")
+        requests = [_logged(line) for line in log.read_text().splitlines() if line.strip()]
+    return Run(requests, started + warmup_s, usage.ru_utime + usage.ru_stime)
+
+
+def _ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"  # h2load takes whole units only
+
+
+def _logged(line: str) -> Request:
+    start_us, status, duration_us = line.split("\t")[:3]
+    return Request(start_s=int(start_us) / 1e6, ok=status.strip() == "200", latency_s=int(duration_us) / 1e6)
+
+
+def open_loop(endpoint: Endpoint, rate: float, seconds: float) -> Run:
+    """``rate`` requests per second for ``seconds`` (plus the answers' tail), from this process."""
+    cpu_before = _own_cpu()
+    requests, window_start = asyncio.run(_open_loop(endpoint, rate, seconds))
+    return Run(requests, window_start, _own_cpu() - cpu_before)
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _open_loop(endpoint: Endpoint, rate: float, seconds: float) -> tuple[list[Request], float]:
+    send, close = await _sender(endpoint)
+    requests: list[Request] = []
+
+    async def one(planned_wall: float, planned: float) -> None:
+        await asyncio.sleep(max(0.0, planned - time.monotonic()))
+        try:
+            ok = await send()
+        except Exception:  # noqa: BLE001 - a failed request is an error figure, not a harness failure
+            ok = False
+        requests.append(Request(planned_wall, ok, time.monotonic() - planned))
+
+    t0, wall0 = time.monotonic() + 0.2, time.time() + 0.2
+    count = int(rate * seconds)
     try:
-        response = send()
-    except httpx.ConnectError as exc:
-        return ("refused", "") if "refused" in str(exc).lower() else ("lost", f"connect: {exc!r}")
-    except httpx.HTTPError as exc:
-        return "lost", f"{type(exc).__name__}: {exc}"
-    if response.status_code == 200:
-        return "served", ""
-    if response.status_code == 503 and response.headers.get("retry-after"):
-        return "rejected", ""
-    return "lost", f"HTTP {response.status_code}: {response.text[:100]}"
+        await asyncio.wait_for(asyncio.gather(*(one(wall0 + i / rate, t0 + i / rate) for i in range(count))),
+                               timeout=seconds + 60)
+    finally:
+        await close()
+    return requests, wall0
 
 
-def grpc_outcome(call: Callable[[], object]) -> tuple[str, str]:
-    import grpc
-
-    try:
-        call()
-    except grpc.RpcError as exc:
-        details = (exc.details() or "").lower()
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            if any(m in details for m in REFUSED_MARKERS):
-                return "refused", ""
-            if any(m in details for m in SERVER_UNAVAILABLE):
-                return "rejected", ""
-        return "lost", f"{exc.code().name}: {exc.details()}"
-    return "served", ""
-
-
-class Load:
-    """``clients`` threads, each calling ``one_request(tally)`` back to back (closed loop) until stopped."""
-
-    def __init__(self, clients: list[Callable[["Load"], None]]):
-        self.stopping = threading.Event()
-        self._threads = [threading.Thread(target=client, args=(self,), daemon=True) for client in clients]
-
-    def __enter__(self) -> "Load":
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stopping.set()
-        for t in self._threads:
-            t.join(timeout=60)
-
-
-def http_client(url: str, tally: Tally, path: str, body: dict, *, timeout_s: float = 30.0,
-                pause_s: float = 0.0) -> Callable[[Load], None]:
-    """A client that POSTs ``body`` as JSON to ``path`` over one pooled keep-alive connection."""
-
-    def run(load: Load) -> None:
-        with httpx.Client(base_url=url, timeout=timeout_s) as client:
-            while not load.stopping.is_set():
-                started = time.monotonic()
-                outcome, reason = http_outcome(lambda: client.post(path, json=body))
-                tally.add(outcome, started, reason)
-                if outcome != "served" or pause_s:
-                    time.sleep(max(pause_s, 0.02 if outcome != "served" else 0))
-
-    return run
-
-
-def grpc_client(target: str, tally: Tally, make_call: Callable[[object], Callable[[], object]], *,
-                pause_s: float = 0.0) -> Callable[[Load], None]:
-    """A client on one channel; ``make_call(channel)`` gives the call to repeat (it sets its own deadline)."""
-
-    def run(load: Load) -> None:
+async def _sender(endpoint: Endpoint):
+    """``(send, close)``: ``send()`` makes one request and says whether it succeeded."""
+    if endpoint.grpc:
         import grpc
 
-        with grpc.insecure_channel(target) as channel:
-            call = make_call(channel)
-            while not load.stopping.is_set():
-                started = time.monotonic()
-                outcome, reason = grpc_outcome(call)
-                tally.add(outcome, started, reason)
-                if outcome != "served" or pause_s:
-                    time.sleep(max(pause_s, 0.02 if outcome != "served" else 0))
+        target, method = endpoint.url.removeprefix("http://").split("/", 1)
+        channel = grpc.aio.insecure_channel(target)
+        call = channel.unary_unary("/" + method)  # no (de)serializers: the framed message's payload as bytes
+        message = endpoint.body[5:]
 
-    return run
+        async def send() -> bool:
+            await call(message, timeout=30)  # raises on any status but OK
+            return True
+
+        return send, channel.close
+    import aiohttp
+
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                    connector=aiohttp.TCPConnector(limit=0))
+
+    async def send() -> bool:
+        async with session.post(endpoint.url, data=endpoint.body, headers=endpoint.headers) as response:
+            await response.read()
+            return response.status == 200
+
+    return send, session.close

@@ -1,0 +1,204 @@
+"""The serving benchmark: every system on the same SavedModels, side by side, in one run.
+
+    .venv/bin/python -m bench.run            # the full run (about 25 minutes on 2 cores); `make bench`
+    .venv/bin/python -m bench.run --quick    # a 4-minute check that every system starts and answers
+
+Writes bench/results/latest.json, latest.md and the PNG plots beside them (``--out`` to change).
+Systems: inprocess (the limit), tlserve-http, tlserve-grpc, naive, bentoml, ray-serve, pytriton.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import loadgen, models, report, stats, systems
+from bench.servers import ROOT, Sampler
+
+ALL_SYSTEMS = ("inprocess",) + systems.SERVER_SYSTEMS
+OPEN_LOOP_RATES = {"compute-bound": 40.0, "overhead-bound": 150.0}  # images/s, below every system's capacity
+HOT_SWAP_CONCURRENCY = 32
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="c=1 and 32, 2 s points, one repeat: a validation run")
+    parser.add_argument("--models", nargs="+", default=list(models.MODELS), choices=list(models.MODELS))
+    parser.add_argument("--systems", nargs="+", default=list(ALL_SYSTEMS), choices=list(ALL_SYSTEMS))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each point")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per point; the median one is kept")
+    parser.add_argument("--open-seconds", type=float, default=8.0)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.concurrency, args.seconds, args.warmup, args.repeats, args.open_seconds = [1, 32], 2.0, 0.5, 1, 3.0
+    if shutil.which("h2load") is None:
+        parser.error("h2load is missing: `make bench` installs it (Debian nghttp2-client)")
+
+    limits = systems.Limits(max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms)
+    work = ROOT / "build" / "bench"
+    logs = work / "logs"
+    result = {"machine": _machine(), "command": "python -m bench.run " + " ".join(argv or sys.argv[1:]),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "settings": {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms,
+                           "max_queue": limits.max_queue, "seconds": args.seconds, "warmup_s": args.warmup,
+                           "repeats": args.repeats, "payload": "one JPEG per request at the model's input size",
+                           "closed_loop_generator": "h2load (HTTP/1.1; h2c for gRPC)",
+                           "open_loop_generator": "Python asyncio (aiohttp / grpc.aio) in the harness"},
+              "rows": [], "cold_start": []}
+    t0 = time.monotonic()
+    for model in args.models:
+        version_dir, image = models.version_dir(model), models.payload(model)
+        if "inprocess" in args.systems:
+            result["rows"] += inprocess_rows(model, version_dir, image, work, args, limits)
+        for system in (s for s in args.systems if s != "inprocess"):
+            try:
+                result["rows"] += served_rows(system, model, version_dir, image, logs, args, limits, result)
+            except Exception as exc:  # noqa: BLE001 - one system failing must not lose the others' figures
+                print(f"!! {system} {model}: {exc}", flush=True)
+                result.setdefault("failures", []).append({"system": system, "model": model, "error": str(exc)})
+        _write(result, args.out)  # after each model, so a stopped run keeps what it measured
+    result["ratios"] = report.ratios(result["rows"])
+    result["seconds"] = round(time.monotonic() - t0)
+    _write(result, args.out)
+    print(f"done in {result['seconds']} s: {args.out / 'latest.json'}", flush=True)
+    return 1 if result.get("failures") else 0
+
+
+def inprocess_rows(model, version_dir, image, work, args, limits) -> list[dict]:
+    image_file = work / f"payload-{model}.jpg"
+    image_file.write_bytes(image)
+    batches = sorted({1, limits.max_batch_size})
+    out = subprocess.run([systems.PROJECT_PYTHON, "-m", "bench.inprocess", str(version_dir), str(image_file),
+                          "--batch", *map(str, batches), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+                          "--repeats", str(args.repeats)], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    rows = []
+    for line in out.stdout.splitlines():
+        measured = json.loads(line)
+        repeats = []
+        for rep in measured["repeats"]:
+            ms = [s * 1000 for s in rep["latencies_s"]]
+            repeats.append({"system": "inprocess", "model": model, "concurrency": measured["batch"],
+                            "throughput": rep["throughput"], "p50_ms": stats.percentile(ms, 50),
+                            "p90_ms": stats.percentile(ms, 90), "p99_ms": stats.percentile(ms, 99), "errors": 0,
+                            "cpu_s": rep["cpu_s"], "rss_mb": measured["rss_mb"], "mode": "closed",
+                            "note": "concurrency = batch size; latency = one batch"})
+        rows.append(_log(stats.check_row(stats.median_repeat(repeats))))
+    return rows
+
+
+def served_rows(system, model, version_dir, image, logs, args, limits, result) -> list[dict]:
+    started = systems.start(system, model, version_dir, image, limits, logs)
+    result["cold_start"].append({"system": system, "model": model, "seconds": round(started.cold_start_s, 2)})
+    print(f"{system} {model}: ready in {started.cold_start_s:.1f} s", flush=True)
+    rows = []
+    try:
+        for endpoint in started.endpoints:
+            for concurrency in args.concurrency:
+                repeats = [measure_closed(started.server, endpoint, model, concurrency, args)
+                           for _ in range(args.repeats)]
+                rows.append(_log(stats.check_row(stats.median_repeat(repeats))))
+            rows.append(_log(measure_open(started.server, endpoint, model, OPEN_LOOP_RATES[model], args)))
+    finally:
+        started.server.stop()
+    if system == "tlserve":
+        rows.append(_log(hot_swap(model, version_dir, image, logs, args, limits)))
+    return rows
+
+
+def measure_closed(server, endpoint, model, concurrency, args) -> dict:
+    cpu_at = {}
+    timer = threading.Timer(args.warmup, lambda: cpu_at.setdefault("start", server.cpu_s()))
+    with Sampler(server) as memory:
+        timer.start()
+        run = loadgen.closed_loop(endpoint, concurrency, args.seconds, args.warmup)
+        timer.join()
+        cpu = server.cpu_s() - cpu_at["start"]
+    return _row(endpoint, model, concurrency, run, args.seconds, cpu, memory.peak_mb, mode="closed")
+
+
+def measure_open(server, endpoint, model, rate, args) -> dict:
+    cpu0 = server.cpu_s()
+    with Sampler(server) as memory:
+        run = loadgen.open_loop(endpoint, rate, args.open_seconds)
+    row = _row(endpoint, model, 1, run, args.open_seconds, server.cpu_s() - cpu0, memory.peak_mb, mode="open")
+    row["rate"] = rate
+    return stats.check_row(row)
+
+
+def hot_swap(model, version_dir, image, logs, args, limits) -> dict:
+    """Closed-loop load on /classify while a second version appears in the repository: p99 across the swap."""
+    repo = ROOT / "build" / "bench" / "swap-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(version_dir, repo / model / "1")
+    started = systems.start("tlserve", model, version_dir, image, limits, logs, repo=repo, poll_interval_s=0.5)
+    endpoint = started.endpoints[0]
+    seconds = max(3 * args.seconds, 6.0)
+
+    def publish() -> None:  # as deployments should: copy under a hidden name, then rename
+        shutil.copytree(version_dir, repo / model / ".incoming-2")
+        (repo / model / ".incoming-2").rename(repo / model / "2")
+
+    try:
+        timer = threading.Timer(args.warmup + seconds / 3, publish)
+        cpu0 = started.server.cpu_s()
+        with Sampler(started.server) as memory:
+            timer.start()
+            run = loadgen.closed_loop(endpoint, HOT_SWAP_CONCURRENCY, seconds, args.warmup)
+            timer.join()
+        status = httpx.get(endpoint.url.rsplit("/", 1)[0] + f"/v1/models/{model}", timeout=10).json()
+        row = _row(endpoint, model, HOT_SWAP_CONCURRENCY, run, seconds, started.server.cpu_s() - cpu0,
+                   memory.peak_mb, mode="closed")
+    finally:
+        started.server.stop()
+    versions = {v["version"]: v["state"] for v in status.get("model_version_status", [])}
+    row.update(scenario="hot-swap", swapped=versions.get("2") == "AVAILABLE", versions=versions)
+    return stats.check_row(row)
+
+
+def _row(endpoint, model, concurrency, run, seconds, cpu_s, rss_mb, *, mode) -> dict:
+    w = stats.window(run.requests, run.window_start_s, seconds)
+    return {"system": endpoint.system, "api": endpoint.api, "model": model, "concurrency": concurrency,
+            "throughput": round(w.throughput, 2), "p50_ms": round(w.p50_ms, 2), "p90_ms": round(w.p90_ms, 2),
+            "p99_ms": round(w.p99_ms, 2), "errors": w.errors, "cpu_s": round(cpu_s, 2), "rss_mb": round(rss_mb, 1),
+            "mode": mode, "loadgen_cpu_s": round(run.loadgen_cpu_s, 2), "cdf_ms": w.cdf_ms}
+
+
+def _log(row: dict) -> dict:
+    print(f"{row['model']:15} {report.label(row):28} c={row['concurrency']:<4} {row.get('mode', ''):6} "
+          f"{row['throughput']:8.1f} img/s  p50 {row['p50_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms  "
+          f"err {row['errors']}  cpu {row['cpu_s']:.1f} s  gen {row.get('loadgen_cpu_s', 0):.1f} s  "
+          f"rss {row['rss_mb']:.0f} MB", flush=True)
+    return row
+
+
+def _machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def _write(result: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "latest.md").write_text(report.markdown(result))
+    report.plots(result, out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Ratios and the Markdown table are computed from the rows alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.report import markdown, ratios
+
+
+def _row(system, concurrency, throughput, p99, api=None, **extra):
+    return {"system": system, "api": api, "model": "compute-bound", "concurrency": concurrency,
+            "throughput": throughput, "p50_ms": p99 / 2, "p90_ms": p99 * 0.8, "p99_ms": p99, "errors": 0,
+            "cpu_s": 1.0, "rss_mb": 100.0, "mode": "closed", **extra}
+
+
+ROWS = [
+    _row("inprocess", 1, 50.0, 20.0), _row("inprocess", 32, 100.0, 400.0),
+    _row("tlserve-http", 1, 40.0, 30.0, "classify-json"), _row("tlserve-http", 32, 85.0, 450.0, "classify-json"),
+    _row("tlserve-grpc", 32, 92.0, 420.0, "classifier"),
+    _row("ray-serve", 32, 60.0, 700.0, "json"), _row("ray-serve", 8, 55.0, 200.0, "json"),
+    _row("tlserve-http", 1, 45.0, 25.0, "classify-json", mode="open", rate=40.0),
+]
+
+
+def test_ratios_against_the_limit_and_peers_at_the_same_concurrency():
+    r = ratios(ROWS)["compute-bound"]
+    assert r["inprocess_best"] == 100.0
+    assert r["tlserve_best"] == 92.0 and r["tlserve_best_at"] == {"endpoint": "tlserve-grpc (classifier)",
+                                                                 "concurrency": 32}
+    assert r["tlserve_over_inprocess"] == pytest.approx(0.92)
+    (vs,) = r["vs_peers"]  # ray-serve at c=8 has no tlserve point at c=8 to compare with
+    assert vs["peer"] == "ray-serve (json)" and vs["concurrency"] == 32
+    assert vs["throughput_ratio"] == pytest.approx(92.0 / 60.0)
+    assert (vs["tlserve_p99_ms"], vs["peer_p99_ms"]) == (420.0, 700.0)
+
+
+def test_markdown_table_has_one_line_per_system_and_the_open_loop_cell():
+    text = markdown({"machine": "m", "command": "c", "settings": {}, "rows": ROWS, "ratios": ratios(ROWS),
+                     "cold_start": [{"system": "ray-serve", "model": "compute-bound", "seconds": 12.5}]})
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| system"))
+    assert header == "| system | c=1 | c=8 | c=32 | open loop | cold start |"
+    http = next(line for line in lines if line.startswith("| tlserve-http (classify-json)"))
+    assert "40.0, 30 ms" in http and "85.0, 450 ms" in http and "40/s: p50 12, p99 25 ms" in http
+    ray = next(line for line in lines if line.startswith("| ray-serve (json)"))
+    assert "55.0, 200 ms" in ray and "12.5 s" in ray
+    assert any("= 0.92 of in-process 100.0" in line for line in lines)
