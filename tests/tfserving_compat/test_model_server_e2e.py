@@ -347,3 +347,64 @@ def test_handle_reload_config_request(two_version_server):
         with pytest.raises(grpc.RpcError) as error:
             verify_predict(stub, 3.0, model_name="saved_model_half_plus_two_2_versions")
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# ------------------------------------------------------------------ TF2 SavedModels made by the test itself
+
+
+@pytest.fixture(scope="module")
+def tf2_server(start_server, tmp_path_factory):
+    """test_tf_saved_model_save, test_tf_saved_model_save_multiple_signatures and
+    test_sequential_keras_saved_model_save's models, each as its test saves it, served from one config file."""
+    import tensorflow as tf
+
+    root_dir = tmp_path_factory.mktemp("tf2")
+    saved = tf.train.Checkpoint()
+    saved.v1, saved.v2 = tf.Variable(3.0), tf.Variable(2.0)
+    saved.f = tf.function(lambda x: {"y": saved.v1 * saved.v2 * x})
+    tf.saved_model.save(saved, str(root_dir / "saved" / "00000123"),
+                        saved.f.get_concrete_function(tf.TensorSpec(None, tf.float32)))
+
+    multi = tf.train.Checkpoint()
+    multi.f = tf.function(lambda x: {"y": 1.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    multi.g = tf.function(lambda x: {"y": 2.0}, input_signature=[tf.TensorSpec(None, tf.float32)])
+    tf.saved_model.save(multi, str(root_dir / "multi" / "00000123"),
+                        signatures={"serving_default": multi.f, "custom_signature_key": multi.g})
+
+    keras = tf.keras.Sequential([tf.keras.layers.Input(dtype="float32", shape=(1,), name="x"),
+                                 tf.keras.layers.Lambda(lambda x: x, name="y")])
+    keras.export(str(root_dir / "keras" / "00000123"))  # Keras 3's SavedModel export (tf.saved_model.save in Keras 2)
+
+    config = write_model_config(root_dir / "models.conf", {name: root_dir / name for name in ("saved", "multi", "keras")})
+    return start_server(f"--model_config_file={config}")
+
+
+def test_tf_saved_model_save(tf2_server):
+    """test_tf_saved_model_save: y = 3 * 2 * x"""
+    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+        verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 12.0, model_name="saved",
+                       specify_output=False)
+
+
+def test_tf_saved_model_save_multiple_signatures(tf2_server):
+    """test_tf_saved_model_save_multiple_signatures"""
+    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        verify_predict(stub, 2.0, model_name="multi", signature_name="custom_signature_key")
+        verify_predict(stub, 1.0, model_name="multi")
+
+
+def test_sequential_keras_saved_model_save(tf2_server):
+    """test_sequential_keras_saved_model_save (the model's output is named 'output_0' by Keras 3's export, so the
+    request asks for every output and reads that one)"""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "keras"
+    request.inputs["x"].dtype = types_pb2.DT_FLOAT
+    request.inputs["x"].float_val.append(2.0)
+    for size in (1, 1):
+        request.inputs["x"].tensor_shape.dim.add().size = size
+    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+        result = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, RPC_TIMEOUT)
+    (output,) = result.outputs.values()
+    assert output.dtype == types_pb2.DT_FLOAT and list(output.float_val) == [2.0]
+    verify_model_spec(result.model_spec, "keras", "serving_default", VERSION)
