@@ -34,9 +34,13 @@ class PageProblems:
 
     def __init__(self, page):
         self.items: list[str] = []
-        page.on("console", lambda m: m.type in ("error", "warning") and self.items.append(f"console {m.type}: {m.text}"))
+        page.on("console", self._console)
         page.on("pageerror", lambda e: self.items.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: self.items.append(f"request failed: {r.url} {r.failure}"))
+
+    def _console(self, message) -> None:
+        if message.type in ("error", "warning"):
+            self.items.append(f"console {message.type}: {message.text}")
 
 
 @pytest.fixture(scope="session")
