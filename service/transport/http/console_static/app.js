@@ -144,26 +144,27 @@ function renderModels() {
   }
 }
 
+// Options are replaced only when they change, so a refresh never closes a list the user has open.
+function setOptions(select, options, keep) {
+  const wanted = options.map(([value, text]) => `${value}\t${text}`).join("\n");
+  if (select.dataset.options !== wanted) {
+    select.replaceChildren(...options.map(([value, text]) => el("option", { value, text })));
+    select.dataset.options = wanted;
+  }
+  if (options.some(([value]) => value === keep)) select.value = keep;
+}
+
 function renderTrySelectors() {
-  const modelSelect = $("try-model");
-  const keepModel = state.selected ? state.selected.model : modelSelect.value;
-  modelSelect.replaceChildren(...state.models.map((m) => el("option", { value: m.name, text: m.name })));
-  if (state.models.some((m) => m.name === keepModel)) modelSelect.value = keepModel;
+  const keep = state.selected ? state.selected.model : $("try-model").value;
+  setOptions($("try-model"), state.models.map((m) => [m.name, m.name]), keep);
   renderVersionSelect();
 }
 
 function renderVersionSelect() {
-  const versionSelect = $("try-version");
   const model = state.models.find((m) => m.name === $("try-model").value);
-  const keep = state.selected && model && state.selected.model === model.name ? state.selected.version : versionSelect.value;
-  const options = [el("option", { value: "", text: "newest available" })];
-  if (model) {
-    for (const v of model.versions.filter((x) => x.state === "AVAILABLE")) {
-      options.push(el("option", { value: v.version, text: v.version }));
-    }
-  }
-  versionSelect.replaceChildren(...options);
-  if ([...versionSelect.options].some((o) => o.value === keep)) versionSelect.value = keep;
+  const keep = state.selected && model && state.selected.model === model.name ? state.selected.version : $("try-version").value;
+  const available = model ? model.versions.filter((v) => v.state === "AVAILABLE") : [];
+  setOptions($("try-version"), [["", "newest available"], ...available.map((v) => [v.version, v.version])], keep);
 }
 
 async function refreshModels() {
