@@ -8,30 +8,59 @@ removal takes a moment to reach every load balancer. So on SIGTERM the server:
    safe to retry elsewhere; a connection left waiting in the listen backlog would only be reset later);
 3. lets in-flight requests finish within ``shutdown_grace_s`` (uvicorn's graceful shutdown for HTTP,
    ``server.stop(grace)`` for gRPC), then the process exits.
-A second SIGTERM or a SIGINT skips the rest of the drain delay.
+A SIGINT (Ctrl-C) skips the drain delay; a second signal cuts it short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
 import signal
 import socket
+import struct
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
 
 
-def close_listeners(listeners: list[socket.socket]) -> None:
-    """Stop listening on sockets this process may share with its parent (BentoML's arbiter opened the HTTP
-    one): ``shutdown`` acts on the socket itself, not just this process's descriptor, so new connections are
-    refused instead of queueing in a backlog nobody accepts from."""
+SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # classic BPF "ret #0": accept no packet
+BACKLOG_WAIT_S = 1.0
+
+
+async def close_listeners(listeners: list[socket.socket]) -> None:
+    """Stop listening without resetting a connection the kernel has already accepted for us.
+
+    ``shutdown`` on a listening socket acts on the socket itself, not just this process's descriptor (BentoML's
+    arbiter holds another one), so new connections are refused instead of waiting in a backlog nobody accepts
+    from. But it also resets the connections already waiting in that backlog. So first a socket filter drops
+    new handshakes (their clients retry the SYN and then meet the refusal), the server accepts what is queued,
+    and only then the socket stops listening. Off Linux, or without the filter, it just stops listening."""
+    for listener in listeners:
+        with contextlib.suppress(OSError):
+            program = ctypes.create_string_buffer(_DROP_ALL)
+            listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                                struct.pack("HL", 1, ctypes.addressof(program)))
+    deadline = time.monotonic() + BACKLOG_WAIT_S
+    while any(_backlog(listener) for listener in listeners) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     for listener in listeners:
         try:
             listener.shutdown(socket.SHUT_RDWR)
         except OSError as exc:  # already closed: nothing to refuse
             log.debug("listening socket already closed: %s", exc)
+
+
+def _backlog(listener: socket.socket) -> int:
+    """Connections waiting to be accepted (Linux reports it in tcp_info.tcpi_unacked for a listener)."""
+    try:
+        return struct.unpack_from("I", listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104), 24)[0]
+    except (OSError, AttributeError, struct.error):
+        return 0
 
 
 class GracefulShutdown:
@@ -43,6 +72,7 @@ class GracefulShutdown:
         self._previous: dict[int, object] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
+        self._skip_delay = asyncio.Event()  # a second signal cuts the drain delay short
         self._handed_over = False
 
     def install(self) -> bool:
@@ -62,26 +92,22 @@ class GracefulShutdown:
     def _handle(self, sig: int) -> None:
         if self._handed_over:
             self._call_previous(sig)  # e.g. uvicorn's: a second Ctrl-C forces the exit
-        elif self._task is None and sig == signal.SIGTERM:
-            log.info("SIGTERM: not ready; draining for %.1f s", self.runtime.settings.drain_delay_s)
-            self._task = self._loop.create_task(self.run(), name="graceful-shutdown")
-        elif self._task is not None:
-            self._task.cancel()  # cut the drain delay short: run() stops accepting and hands over
+        elif self._task is None:
+            self._task = self._loop.create_task(self.run(sig), name="graceful-shutdown")
         else:
-            self._finish(sig)
+            self._skip_delay.set()
 
-    async def run(self) -> None:
-        await self.runtime.drain()
-        try:
-            await asyncio.sleep(self.runtime.settings.drain_delay_s)
-        finally:
-            self._finish(signal.SIGTERM)
-
-    def _finish(self, sig: int) -> None:
+    async def run(self, sig: int = signal.SIGTERM) -> None:
+        """Drain (SIGTERM only), stop accepting, then let the server's own handler finish in-flight requests."""
+        if sig == signal.SIGTERM:
+            log.info("SIGTERM: not ready; draining for %.1f s", self.runtime.settings.drain_delay_s)
+            await self.runtime.drain()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._skip_delay.wait(), self.runtime.settings.drain_delay_s)
         log.info("no longer accepting connections; in-flight requests have %.1f s",
                  self.runtime.settings.shutdown_grace_s)
-        close_listeners(self._listeners())
         self.runtime.stop_accepting()
+        await close_listeners(self._listeners())
         self._handed_over = True
         self._call_previous(sig)
 

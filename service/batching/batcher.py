@@ -121,6 +121,9 @@ class DynamicBatcher(Generic[T, R]):
             for e in entries:
                 if not e.future.done():
                     e.future.cancel()
+            # Nobody awaits the gathered results any more: retrieve their outcome so that asyncio does not log
+            # "exception was never retrieved" for every client that left.
+            results.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _dispatch_loop(self) -> None:
         while True:

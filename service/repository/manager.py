@@ -5,8 +5,9 @@ Each poll compares what the configuration and the disk ask for with what is load
   requests only once ready (one dict assignment on the event loop: the switch is atomic);
 - a loaded version that is no longer wanted (removed from disk, or past the version policy once a newer
   one is ready) leaves the lookup at once and is unloaded when its in-flight requests have finished;
-- a version that looks incomplete or fails to load is never served; the previous version keeps serving,
-  the error is kept in its status, and loading is tried again only when the version's files change.
+- a version that looks incomplete, fails to load, or would break the clients of the version it replaces
+  (compatibility.py) is never served; the previous version keeps serving, the error is kept in its status,
+  and loading is tried again only when the version's files change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Callable
 
 from service.core.errors import NotFound, Unavailable
 from service.core.served import ServedVersion
+from service.repository.compatibility import interface_problem
 from service.repository.config import ModelSpec
 from service.repository.discovery import content_stamp, scan_versions, version_problem
 
@@ -199,11 +201,24 @@ class ModelRepository:
             # Removed while loading: never expose it.
             self._set(name, entry.number, entry.path, END, "", stamp)
             return
+        problem = self._breaks_clients(name, entry.number, version)
+        if problem:
+            log.error("model %s version %s refused: %s", name, entry.number, problem)
+            self._set(name, entry.number, entry.path, END, f"refused: {problem}", stamp)
+            self._on_event("load_failed", name, entry.number, END, time.monotonic() - started)
+            return
         self._served.setdefault(name, {})[entry.number] = version
         self._set(name, entry.number, entry.path, AVAILABLE, "", stamp)
         seconds = time.monotonic() - started
         log.info("model %s version %s available (%.1f s)", name, entry.number, seconds)
         self._on_event("loaded", name, entry.number, AVAILABLE, seconds)
+
+    def _breaks_clients(self, name: str, number: int, version: ServedVersion) -> str | None:
+        """Why ``version`` may not take over from the newest served version it would replace, if it may not."""
+        served = self._served.get(name, {})
+        if not served or max(served) > number:
+            return None  # nothing to replace (first load, or an older version kept by the policy)
+        return interface_problem(served[max(served)].model.signatures, version.model.signatures)
 
     def _retire(self, name: str, number: int) -> None:
         version = self._served[name].pop(number)

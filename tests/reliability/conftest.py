@@ -67,7 +67,7 @@ def session_processes(pid: int) -> list[str]:
     return subprocess.run(["pgrep", "-s", str(pid)], capture_output=True, text=True).stdout.split()
 
 
-def save_slow_model(path: Path, iterations: int) -> Path:
+def save_slow_model(path: Path, iterations: int, input_name: str = "x") -> Path:
     """A real SavedModel whose ``serving_default`` (``x`` float32 [N, 1] -> ``y`` = 2x) burns CPU for about
     ``iterations`` x 0.3 ms per batch here, whatever the batch size, and fails its batch on a negative input
     (a TensorFlow error at run time, as a real model bug would raise)."""
@@ -78,7 +78,7 @@ def save_slow_model(path: Path, iterations: int) -> Path:
             super().__init__()
             self.w = tf.Variable(tf.random.stateless_normal([256, 256], seed=[1, 2]) / 16.0)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name=input_name)])
         def serve(self, x):
             tf.debugging.assert_non_negative(x, message="negative input")
             m = tf.eye(256)

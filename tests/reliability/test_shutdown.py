@@ -2,7 +2,7 @@
 
 SIGTERM must turn readiness false on both transports while requests are still served, then refuse new
 connections, finish what is in flight, and exit 0 with every process of the tree gone. A request is lost
-when it got neither an answer nor a refused connection (see bench/loadgen.py); the goal is zero.
+when it got neither an answer nor a refused connection (see bench/outcomes.py); the goal is zero.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from bench.loadgen import Load, Tally, grpc_client, http_client
+from bench.outcomes import Load, Tally, grpc_client, http_client
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 from tests.reliability.conftest import session_processes, start_serve
 
@@ -101,7 +101,7 @@ def test_sigterm_under_load_loses_nothing_and_every_process_exits(model_repo, ti
     assert set(not_ready) == {"http", "grpc"}, f"still ready {DRAIN_DELAY_S} s after SIGTERM: {not_ready}"
     assert exit_code == 0, server.output()
     assert leftovers == [], "processes outlived the arbiter"
-    assert http.lost_count == 0 and grpc_tally.lost_count == 0, (http.summary(), grpc_tally.summary())
+    assert http.lost_count == 0 and grpc_tally.lost_count == 0, (http.summary(), grpc_tally.summary(), server.output())
     # Served during the drain delay (not ready, still answering), then refused once no longer listening.
     assert _served_after(http, sigterm_at + 0.5) > 0 and _served_after(grpc_tally, sigterm_at + 0.5) > 0
     assert http.refused > 0 and grpc_tally.refused > 0
