@@ -35,7 +35,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Window:
-    """Figures of the requests that started inside ``[start_s, start_s + seconds)``."""
+    """Figures of the requests that ended inside ``[start_s, start_s + seconds)``."""
 
     throughput: float  # successful requests (one image each) per second
     p50_ms: float
@@ -46,10 +46,12 @@ class Window:
 
 
 def window(requests: list[Request], start_s: float, seconds: float) -> Window:
-    """Requests started before ``start_s`` are warm-up; those after the window are the drain: both excluded."""
+    """Requests that ended before ``start_s`` are warm-up, those that ended after the window the drain: both
+    excluded. Counting by end, not start, keeps slow answers that a window by start would lose when a run
+    stops with them in flight (h2load does not log unfinished requests)."""
     if seconds <= 0:
         raise ValueError("the window must last more than 0 s")
-    inside = [r for r in requests if start_s <= r.start_s < start_s + seconds]
+    inside = [r for r in requests if start_s <= r.start_s + r.latency_s < start_s + seconds]
     ok_ms = [r.latency_s * 1000 for r in inside if r.ok]
     return Window(throughput=len(ok_ms) / seconds, p50_ms=percentile(ok_ms, 50), p90_ms=percentile(ok_ms, 90),
                   p99_ms=percentile(ok_ms, 99), errors=len(inside) - len(ok_ms),

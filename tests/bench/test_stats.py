@@ -24,17 +24,20 @@ def test_percentile_of_nothing_is_nan_and_q_is_checked():
         percentile([1.0], 101)
 
 
-def test_window_excludes_warm_up_and_drain_and_counts_errors():
-    requests = [Request(start_s=t / 10, ok=True, latency_s=1.0) for t in range(0, 10)]  # warm-up: 0.0-0.9 s
-    requests += [Request(start_s=1 + t / 10, ok=(t % 5 != 0), latency_s=0.010 * (t + 1)) for t in range(20)]
-    requests += [Request(start_s=3.0 + t / 10, ok=True, latency_s=5.0) for t in range(5)]  # drain after 3 s
-    w = window(requests, start_s=1.0, seconds=2.0)
-    ok_ms = [10.0 * (t + 1) for t in range(20) if t % 5 != 0]
+def test_window_counts_requests_by_when_they_ended_and_counts_errors():
+    warm_up = [Request(start_s=t / 10, ok=True, latency_s=0.05) for t in range(10)]  # ended before 1 s
+    inside = [Request(start_s=1 + t / 10, ok=(t % 5 != 0), latency_s=0.010 * (t + 1)) for t in range(18)]
+    slow = [Request(start_s=0.5, ok=True, latency_s=1.0)]  # started in the warm-up, ended at 1.5 s: counted
+    drain = [Request(start_s=2.5 + t / 10, ok=True, latency_s=0.5) for t in range(5)]  # ended after 3 s
+    w = window(warm_up + inside + slow + drain, start_s=1.0, seconds=2.0)
+    ok_ms = [10.0 * (t + 1) for t in range(18) if t % 5 != 0] + [1000.0]
     assert w.errors == 4
-    assert w.throughput == pytest.approx(16 / 2.0)
+    assert w.throughput == pytest.approx(len(ok_ms) / 2.0)
     assert w.p50_ms == pytest.approx(float(np.percentile(ok_ms, 50)))
     assert w.p99_ms == pytest.approx(float(np.percentile(ok_ms, 99)))
-    assert len(w.cdf_ms) == 101 and w.cdf_ms[0] == 20.0 and w.cdf_ms[-1] == 200.0
+    assert len(w.cdf_ms) == 101 and w.cdf_ms[0] == 20.0 and w.cdf_ms[-1] == 1000.0
+    with pytest.raises(ValueError):
+        window(inside, start_s=1.0, seconds=0)
 
 
 def test_median_repeat_keeps_one_whole_repeat():
