@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 
@@ -57,6 +58,22 @@ def test_uploading_digit_images_shows_the_right_top_labels_with_scores_and_laten
     status = page.locator("#try-status")
     assert status.inner_text().startswith("digits version 1: 2 image(s) in ")
     assert float(status.get_attribute("data-latency-ms")) > 0
+
+
+def test_an_image_dropped_on_the_page_is_classified(page, console_server, digit_images):
+    png, label = digit_images[1]
+    open_console(page, console_server)
+    # What a drag from the file manager delivers: a drop event whose DataTransfer holds the file.
+    page.evaluate("""b64 => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+        document.getElementById("drop-zone").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }""", base64.b64encode(png).decode())
+    page.wait_for_selector("#try-results .result li.top")
+    assert page.locator("#try-results .result .file").inner_text() == "dropped.png"
+    assert page.locator("#try-results li.top .label").inner_text() == label
 
 
 def test_a_version_that_fails_to_load_shows_its_reason_and_the_previous_one_keeps_serving(page, console_server,
