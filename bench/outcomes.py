@@ -28,6 +28,8 @@ REFUSED_MARKERS = ("connection refused", "failed to connect to all addresses")
 class Tally:
     """Outcomes of many requests, from many threads."""
 
+    offered: int = 0  # requests sent by an open loop
+    generator_lag_s: float = 0.0  # how late the open loop started its latest-started request
     served: int = 0
     rejected: int = 0
     refused: int = 0
@@ -52,6 +54,13 @@ class Tally:
     def lost_count(self) -> int:
         return sum(self.lost.values())
 
+    def latency_ms(self, quantile: float) -> float | None:
+        """A quantile (0-1) of the served requests' latencies, in milliseconds."""
+        if not self.latencies_s:
+            return None
+        ordered = sorted(seconds for _, seconds in self.latencies_s)
+        return round(1000 * ordered[min(len(ordered) - 1, int(quantile * len(ordered)))], 1)
+
     def summary(self) -> dict:
         return {"served": self.served, "rejected_503": self.rejected, "refused": self.refused,
                 "lost": self.lost_count, "lost_reasons": dict(self.lost)}
@@ -59,16 +68,23 @@ class Tally:
 
 def http_outcome(send: Callable[[], httpx.Response]) -> tuple[str, str]:
     try:
-        response = send()
-    except httpx.ConnectError as exc:
-        return ("refused", "") if "refused" in str(exc).lower() else ("lost", f"connect: {exc!r}")
+        return http_response_outcome(send())
     except httpx.HTTPError as exc:
-        return "lost", f"{type(exc).__name__}: {exc}"
+        return http_error_outcome(exc)
+
+
+def http_response_outcome(response: httpx.Response) -> tuple[str, str]:
     if response.status_code == 200:
         return "served", ""
     if response.status_code == 503 and response.headers.get("retry-after"):
         return "rejected", ""
     return "lost", f"HTTP {response.status_code}: {response.text[:100]}"
+
+
+def http_error_outcome(exc: httpx.HTTPError) -> tuple[str, str]:
+    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+        return "refused", ""
+    return "lost", f"{type(exc).__name__}: {exc}"
 
 
 def grpc_outcome(call: Callable[[], object]) -> tuple[str, str]:
@@ -77,14 +93,21 @@ def grpc_outcome(call: Callable[[], object]) -> tuple[str, str]:
     try:
         call()
     except grpc.RpcError as exc:
-        details = (exc.details() or "").lower()
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            if any(m in details for m in REFUSED_MARKERS):
-                return "refused", ""
-            if any(m in details for m in SERVER_UNAVAILABLE):
-                return "rejected", ""
-        return "lost", f"{exc.code().name}: {exc.details()}"
+        return grpc_error_outcome(exc)
     return "served", ""
+
+
+def grpc_error_outcome(exc) -> tuple[str, str]:
+    """The outcome of a failed call (a ``grpc.RpcError`` or ``grpc.aio.AioRpcError``)."""
+    import grpc
+
+    details = (exc.details() or "").lower()
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        if any(m in details for m in REFUSED_MARKERS):
+            return "refused", ""
+        if any(m in details for m in SERVER_UNAVAILABLE):
+            return "rejected", ""
+    return "lost", f"{exc.code().name}: {exc.details()}"
 
 
 class Load:

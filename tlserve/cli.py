@@ -101,6 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_batch_sizes=args.allowed_batch_sizes, model_batching=args.model_batching,
         ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
         drain_delay_s=args.drain_delay_s, shutdown_grace_s=args.shutdown_grace_s,
+        max_concurrent_requests=args.max_concurrent_requests,
         gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
         inter_op_threads=args.inter_op_threads,
         tls_cert_file=_path(args.tls_cert_file), tls_key_file=_path(args.tls_key_file),
@@ -199,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ready-when", choices=["all", "any"], default="all")
     s.add_argument("--max-body-mb", type=float, default=64.0)
     s.add_argument("--request-timeout-s", type=float, default=30.0)
+    s.add_argument("--max-concurrent-requests", type=_positive, default=256,
+                   help="requests in progress per transport (HTTP, gRPC); beyond: 503 / UNAVAILABLE at once")
     s.add_argument("--drain-delay-s", type=float, default=3.0,
                    help="on SIGTERM: seconds of serving while not ready, before new connections are refused")
     s.add_argument("--shutdown-grace-s", type=float, default=20.0,
