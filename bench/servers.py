@@ -94,7 +94,7 @@ class Server:
             time.sleep(0.25)
         raise RuntimeError(f"{self.name} not ready after {timeout_s:.0f} s; see {self.log_path}")
 
-    def stop(self, grace_s: float = 30) -> None:
+    def stop(self, grace_s: float = 10) -> None:
         self.tree()
         _signal_group(self.process.pid, signal.SIGTERM)
         try:
