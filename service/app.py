@@ -118,8 +118,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
 
     def load(name: str, number: int, path: Path) -> ServedVersion:
         model = LoadedModel(path, runtime.device)
-        model.warm_up()
         served = ServedVersion(name, number, model, batching(name), limits, on_batch=metrics.observe_batch)
+        model.warm_up(check=served.check_images)
         if served.is_image_model:
             b = served.batching
             _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes})))

@@ -28,6 +28,7 @@ from service.runtime.savedmodel import LoadedModel
 
 CLASS_NAMES_FILE = "assets/labels.txt"
 IMAGE_SIGNATURES = ("serving_default", "classify")
+DECODE_SIGNATURE = "preprocess"  # one encoded image -> pixels; callable directly through Predict
 EXAMPLE_IMAGE_KEY = "image/encoded"
 IMAGES_QUEUE = "pixels"  # an image model's ``pixels`` batcher also takes encoded images
 
@@ -97,6 +98,9 @@ class ServedVersion:
         if self.is_image_model and signature in IMAGE_SIGNATURES:
             images = self._images_from(signature, info, inputs)
             outputs = await self.classify_images(images, deadline=deadline)
+        elif self.is_image_model and signature == DECODE_SIGNATURE:
+            await asyncio.to_thread(self.check_images, signature, inputs)  # the graph decodes: check headers first
+            outputs = await asyncio.to_thread(self.model.run, signature, inputs)
         elif info.batchable:
             outputs = await self._batched(signature, info, inputs, deadline)
         else:
@@ -162,6 +166,21 @@ class ServedVersion:
             except InvalidInput as exc:
                 decoded.append(InvalidInput(f"image {image.index}: {exc.message}"))
         return decoded
+
+    def check_images(self, signature: str, inputs: dict[str, np.ndarray]) -> None:
+        """Header checks on the encoded images of a request to an image model's decoding signature, for the paths
+        that hand them to the graph as they are: ``preprocess`` called directly, and warm-up records."""
+        if not self.is_image_model:
+            return
+        info = self.model.signature(signature)
+        if signature in IMAGE_SIGNATURES:
+            self._check_headers(self._images_from(signature, info, inputs))
+        elif signature == DECODE_SIGNATURE and set(inputs) == set(info.inputs):
+            (value,) = inputs.values()
+            images = np.asarray(value, dtype=object).ravel()
+            if not all(isinstance(image, bytes) for image in images):
+                raise InvalidInput(f"signature '{signature}' takes an encoded image (bytes)")
+            self._check_headers(list(images))
 
     def _images_from(self, signature: str, info: SignatureInfo, inputs: dict[str, np.ndarray]) -> list[bytes]:
         (key,) = info.inputs  # tlserve's image signatures have exactly one input

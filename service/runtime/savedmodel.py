@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from service.core.errors import InvalidInput, NotFound
+from service.core.errors import InvalidInput, NotFound, ServiceError
 from service.core.tensors import SignatureInfo
 from service.runtime.signatures import read_meta_graph, read_signatures
 
@@ -154,8 +155,11 @@ class LoadedModel:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise InvalidInput(f"signature '{signature}' rejected the input: {_first_line(exc)}") from exc
 
-    def warm_up(self) -> int:
-        """Replay the version's warm-up records (PredictionLog, as TF Serving does); return how many ran."""
+    def warm_up(self, check: Callable[[str, dict[str, np.ndarray]], None] | None = None) -> int:
+        """Replay the version's warm-up records (PredictionLog, as TF Serving does); return how many ran.
+
+        ``check(signature, inputs)`` sees each record first (the service's image checks: a record is input from
+        outside like any request, and a bomb in it must fail this version's load, not the process)."""
         path = self.path / WARMUP_FILE
         if not path.is_file():
             return 0
@@ -166,7 +170,13 @@ class LoadedModel:
                 continue  # classify/regress logs would need their own request decoding; predict covers tlserve
             request = entry.predict_log.request
             signature = request.model_spec.signature_name or "serving_default"
-            self.run(signature, {k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            try:
+                if check:
+                    check(signature, inputs)
+                self.run(signature, inputs)
+            except ServiceError as exc:
+                raise type(exc)(f"{WARMUP_FILE}, warm-up record {count + 1}: {exc.message}") from exc
             count += 1
         return count
 
