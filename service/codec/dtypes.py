@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -247,7 +248,8 @@ def _reshape(array: np.ndarray, shape: Any, where: str) -> np.ndarray:
         dims = tuple(int(d) for d in shape)
     except (TypeError, ValueError):
         raise InvalidInput(f"{where}: shape must be a list of integers, got {shape!r}") from None
-    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.int64)) != array.size:
+    # math.prod, not np.prod: an int64 product of huge dimensions wraps (2**31 * 2**33 == 0) and would "match".
+    if any(d < 0 for d in dims) or math.prod(dims) != array.size:
         raise InvalidInput(f"{where}: {array.size} values do not fill shape {list(dims)}")
     return array.reshape(dims)
 

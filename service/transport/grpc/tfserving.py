@@ -6,6 +6,8 @@ work unchanged.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
@@ -34,7 +36,21 @@ def target_of(spec) -> Target:
     return Target(spec.name, version, label)
 
 
+# TF's fill rule (fewer values than the shape: the last one is repeated) lets a few bytes ask for a tensor of any
+# size, materialised before anything else can check it. A filled tensor may have at most this many elements
+# (64 MiB at 8 bytes each); a tensor sent in full is bounded by the gRPC message size instead.
+MAX_FILLED_ELEMENTS = 2**23
+
+
 def _to_array(name: str, proto) -> np.ndarray:
+    if not proto.tensor_content:
+        dims = [d.size for d in proto.tensor_shape.dim]
+        count = math.prod(dims) if all(d >= 0 for d in dims) else 0  # negative sizes: make_ndarray refuses them
+        field = "string_val" if proto.dtype == types_pb2.DT_STRING else _TYPED_FIELDS.get(proto.dtype)
+        present = len(getattr(proto, field)) if field else 0
+        if count > present and count > MAX_FILLED_ELEMENTS:
+            raise InvalidInput(f"input '{name}': {present} values would expand to shape {dims} ({count} elements); "
+                               f"send the values (a filled tensor may have at most {MAX_FILLED_ELEMENTS} elements)")
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # TypeError/ValueError for unknown dtypes or inconsistent contents
