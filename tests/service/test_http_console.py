@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+from urllib.parse import quote
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.transport.http.console import CONSOLE_CSP, REPORT_DIR, REPORT_HTML_CSP
 
@@ -97,3 +100,21 @@ def test_the_page_and_its_files(client):
     assert script.headers["content-type"].startswith("text/javascript") and "fetch(" in script.text
     assert client.get("/ui/style.css").headers["content-type"].startswith("text/css")
     assert client.get("/ui/other.js").status_code == 404
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=st.sampled_from(["shapes", "half_plus_two", "..", "shapes/1"]) | st.text(max_size=10),
+       version=st.sampled_from(["1", "01", "123", "99999999999999999999999", ".."]) | st.text(max_size=6),
+       file=st.sampled_from(["report.json", "report.html", "../saved_model.pb", "..", "labels.txt",
+                             "../../assets/labels.txt", "metadata.json"]) | st.text(max_size=16))
+def test_any_report_path_is_a_report_file_or_an_error(client, model_repo, model, version, file):
+    """Generated model, version and file segments (every character escaped, dots too, so the client cannot
+    resolve them): a report file of a served version, or a client error in the service's shape; never a 500."""
+    segments = [quote(part, safe="").replace(".", "%2E") for part in (model, version, file)]
+    answer = client.get("/ui/api/models/{}/versions/{}/report/{}".format(*segments))
+    if answer.status_code == 200:
+        assert model == "shapes" and version.isascii() and version.isdigit() and int(version) == 1
+        assert answer.content == (model_repo / "shapes/1" / REPORT_DIR / file).read_bytes()
+    else:
+        assert answer.status_code in (400, 404) and "error" in answer.json(), (answer.status_code, answer.text)
