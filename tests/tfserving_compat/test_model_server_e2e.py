@@ -188,6 +188,15 @@ def test_regress_rest(default_server):
     assert call_rest(default_server, "/v1/models/default:regress", body) == {"results": [3.0]}
 
 
+@pytest.mark.parametrize("verb, signature", [("classify", "regress_x_to_y"), ("classify", "serving_default")])
+def test_rest_example_apis_on_the_wrong_signature_are_client_errors(default_server, verb, signature):
+    """A signature without classification outputs, or without one tf.Example input, is the request's mistake."""
+    response = httpx.post(f"{default_server.rest_url}/v1/models/default:{verb}", timeout=RPC_TIMEOUT,
+                          json={"signature_name": signature, "examples": [{"x": 2.0}]})
+    assert response.status_code == 400, response.text
+    assert signature in response.json()["error"]
+
+
 def test_predict_rest(default_server):
     """testPredictREST: instances without the [-1, 1] input's inner dimension are accepted, as by TF Serving."""
     body = {"instances": [2.0, 3.0, 4.0]}
@@ -408,3 +417,28 @@ def test_sequential_keras_saved_model_save(tf2_server):
     (output,) = result.outputs.values()
     assert output.dtype == types_pb2.DT_FLOAT and list(output.float_val) == [2.0]
     verify_model_spec(result.model_spec, "keras", "serving_default", VERSION)
+
+
+def test_grpc_only_server_without_rest_port(start_server):
+    """--rest_api_port=0 (the binary's default): gRPC only; SIGTERM stops the server cleanly."""
+    server = start_server("--model_name=default", f"--model_base_path={HALF_PLUS_TWO}", "--rest_api_port=0",
+                          wait=False)
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "default"
+    deadline = time.monotonic() + 120
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        while True:
+            try:
+                statuses = stub.GetModelStatus(request, 5).model_version_status
+                if statuses and statuses[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline and server.process.poll() is None, server.log()
+            time.sleep(0.5)
+        verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 3.0)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.rest_url + "/v1/models/default", timeout=5)
+    server.process.terminate()
+    assert server.process.wait(timeout=60) == 0, server.log()

@@ -77,6 +77,9 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
             outputs = await served.predict(signature, {key: serialized}, deadline=deadline)
         describe(request, version=served.number)
         if verb == "classify":
+            if "classes" not in outputs and "scores" not in outputs:
+                raise InvalidInput(f"signature '{signature}' has neither 'classes' nor 'scores' outputs: it is not a "
+                                   "classification signature")
             return json_response(tfserving_json.format_classify(outputs.get("classes"), outputs.get("scores")))
         values = np.asarray(outputs.get("outputs", next(iter(outputs.values()))))
         if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
