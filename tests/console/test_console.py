@@ -32,6 +32,7 @@ def test_console_lists_the_digits_model_as_available_with_classes_and_batching(p
     assert cells[5].startswith("max 4, 3 ms, queue ")  # this server's batching settings, not the defaults
     assert page.locator('.model[data-model="digits"] h3').inner_text().endswith("serving")
     assert page.locator("#try-model").input_value() == "digits"
+    assert page.locator("#try-version").input_value() == ""  # the newest available, until a version is picked
 
 
 def test_uploading_digit_images_shows_the_right_top_labels_with_scores_and_latency(page, console_server,
@@ -126,6 +127,7 @@ def test_report_of_the_selected_version(page, console_server, digits_repo):
     open_console(page, console_server)
     page.locator('tr.version[data-model="digits"][data-version="1"]').click()
     page.wait_for_selector("#report-accuracy")
+    assert page.locator("#try-version").input_value() == "1"  # Try it now calls the version picked
     assert page.locator("#report-title").inner_text() == "digits version 1"
     assert page.locator("#report-accuracy").inner_text() == f"{report['accuracy']:.4f}"
     assert page.locator("table.per-class tbody tr").count() == 10

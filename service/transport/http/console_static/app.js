@@ -8,7 +8,8 @@ const GALLERY_ROWS = 20;
 
 const state = {
   models: [],          // last /ui/api/models answer
-  selected: null,      // {model, version} picked in the models table
+  selected: null,      // {model, version} picked in the models table (or in Try it): its report is shown
+  tryVersion: "",      // the version Try it calls; "" = the newest available
   reportShown: "",     // "model/version" whose report is on screen
   objectUrls: [],      // blob: URLs of the report on screen, released when it changes
 };
@@ -162,9 +163,9 @@ function renderTrySelectors() {
 
 function renderVersionSelect() {
   const model = state.models.find((m) => m.name === $("try-model").value);
-  const keep = state.selected && model && state.selected.model === model.name ? state.selected.version : $("try-version").value;
   const available = model ? model.versions.filter((v) => v.state === "AVAILABLE") : [];
-  setOptions($("try-version"), [["", "newest available"], ...available.map((v) => [v.version, v.version])], keep);
+  setOptions($("try-version"), [["", "newest available"], ...available.map((v) => [v.version, v.version])],
+    state.tryVersion);
 }
 
 async function refreshModels() {
@@ -189,6 +190,7 @@ async function refreshModels() {
 
 function selectVersion(model, version) {
   state.selected = { model, version };
+  state.tryVersion = findVersion(model, version) && findVersion(model, version).state === "AVAILABLE" ? version : "";
   renderModels();
   renderTrySelectors();
   showReport();
@@ -259,9 +261,18 @@ async function classify(files) {
 
 function setUpTryIt() {
   $("try-form").addEventListener("submit", (event) => event.preventDefault());
+  // Choosing a model or a version in Try it selects it in the models table too (and shows its report).
   $("try-model").addEventListener("change", () => {
-    state.selected = null;
+    const model = state.models.find((m) => m.name === $("try-model").value);
+    const shown = model && (newestAvailable(model) || model.versions[0]);
+    if (model) selectVersion(model.name, shown ? shown.version : "");
+    state.tryVersion = "";
     renderVersionSelect();
+  });
+  $("try-version").addEventListener("change", () => {
+    const version = $("try-version").value;
+    if (version) selectVersion($("try-model").value, version);
+    state.tryVersion = version;
   });
   $("try-files").addEventListener("change", (event) => {
     classify(event.target.files);
