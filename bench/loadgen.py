@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.stats import Request
 
 _FINISHED = re.compile(r"finished in")
+_MARGIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -42,20 +43,22 @@ class Run:
     requests: list[Request]
     window_start_s: float  # time.time() at which measuring starts (after the warm-up)
     loadgen_cpu_s: float
+    closed: bool = True  # closed loop: a window of answers by end; open loop: every planned request counts
 
 
 def closed_loop(endpoint: Endpoint, concurrency: int, seconds: float, warmup_s: float) -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-h2load-") as tmp:
         body, log = Path(tmp) / "body", Path(tmp) / "log.tsv"
         body.write_bytes(endpoint.body)
-        command = ["h2load", "-c", str(concurrency), "-m", "1", "-D", _ms(seconds), "--warm-up-time", _ms(warmup_s),
+        # No --warm-up-time: h2load then logs only requests started after it, so answers to requests started in
+        # the warm-up would be missing from the window. It runs warm-up + window + a margin instead, logging all.
+        command = ["h2load", "-c", str(concurrency), "-m", "1", "-D", _ms(warmup_s + seconds + _MARGIN_S),
                    "-d", str(body), "--log-file", str(log)]
         if not endpoint.grpc:
             command.append("--h1")
         for name, value in endpoint.headers.items():
             command += ["-H", f"{name}: {value}"]
         command.append(endpoint.url)
-        started = time.time()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         output = process.stdout.read().decode(errors="replace")
         _, status, usage = os.wait4(process.pid, 0)
@@ -63,7 +66,11 @@ def closed_loop(endpoint: Endpoint, concurrency: int, seconds: float, warmup_s: 
         if process.returncode != 0 or not _FINISHED.search(output):
             raise RuntimeError(f"h2load failed ({process.returncode}): {output[-2000:]}")
         requests = [_logged(line) for line in log.read_text().splitlines() if line.strip()]
-    return Run(requests, started + warmup_s, usage.ru_utime + usage.ru_stime)
+    if not requests:
+        raise RuntimeError(f"h2load logged no request: {output[-2000:]}")
+    # The window starts ``warmup_s`` after the first request, and ends before h2load stops (the margin), so
+    # every answer inside it was logged.
+    return Run(requests, min(r.start_s for r in requests) + warmup_s, usage.ru_utime + usage.ru_stime)
 
 
 def _ms(seconds: float) -> str:
@@ -79,7 +86,7 @@ def open_loop(endpoint: Endpoint, rate: float, seconds: float) -> Run:
     """``rate`` requests per second for ``seconds`` (plus the answers' tail), from this process."""
     cpu_before = _own_cpu()
     requests, window_start = asyncio.run(_open_loop(endpoint, rate, seconds))
-    return Run(requests, window_start, _own_cpu() - cpu_before)
+    return Run(requests, window_start, _own_cpu() - cpu_before, closed=False)
 
 
 def _own_cpu() -> float:

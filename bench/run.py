@@ -190,7 +190,7 @@ def _versions(status_url: str) -> dict[str, str]:
 
 
 def _row(endpoint, model, concurrency, run, seconds, cpu_s, rss_mb, *, mode) -> dict:
-    w = stats.window(run.requests, run.window_start_s, seconds)
+    w = stats.window(run.requests, run.window_start_s, seconds, by_end=run.closed)
     return {"system": endpoint.system, "api": endpoint.api, "model": model, "concurrency": concurrency,
             "throughput": round(w.throughput, 2), "p50_ms": round(w.p50_ms, 2), "p90_ms": round(w.p90_ms, 2),
             "p99_ms": round(w.p99_ms, 2), "errors": w.errors, "cpu_s": round(cpu_s, 2), "rss_mb": round(rss_mb, 1),

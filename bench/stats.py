@@ -45,13 +45,18 @@ class Window:
     cdf_ms: list[float]
 
 
-def window(requests: list[Request], start_s: float, seconds: float) -> Window:
-    """Requests that ended before ``start_s`` are warm-up, those that ended after the window the drain: both
-    excluded. Counting by end, not start, keeps slow answers that a window by start would lose when a run
-    stops with them in flight (h2load does not log unfinished requests)."""
+def window(requests: list[Request], start_s: float, seconds: float, *, by_end: bool = True) -> Window:
+    """The requests inside ``[start_s, start_s + seconds)``.
+
+    Closed loop (``by_end``): requests that ended before ``start_s`` are warm-up, those that ended after the
+    window the drain; counting by end, not start, keeps slow answers to requests started before the window,
+    and a run that stops with requests in flight loses none of the window's answers. Open loop: every request
+    planned inside the window counts, however late its answer (throughput then is answered requests over the
+    window, and falls below the rate when answers fail)."""
     if seconds <= 0:
         raise ValueError("the window must last more than 0 s")
-    inside = [r for r in requests if start_s <= r.start_s + r.latency_s < start_s + seconds]
+    instant = (lambda r: r.start_s + r.latency_s) if by_end else (lambda r: r.start_s)
+    inside = [r for r in requests if start_s <= instant(r) < start_s + seconds]
     ok_ms = [r.latency_s * 1000 for r in inside if r.ok]
     return Window(throughput=len(ok_ms) / seconds, p50_ms=percentile(ok_ms, 50), p90_ms=percentile(ok_ms, 90),
                   p99_ms=percentile(ok_ms, 99), errors=len(inside) - len(ok_ms),

@@ -40,6 +40,12 @@ def test_window_counts_requests_by_when_they_ended_and_counts_errors():
         window(inside, start_s=1.0, seconds=0)
 
 
+def test_open_loop_window_counts_every_planned_request_however_late():
+    planned = [Request(start_s=1 + t / 10, ok=t != 3, latency_s=5.0) for t in range(20)]  # answers after the window
+    w = window(planned + [Request(start_s=0.5, ok=True, latency_s=0.1)], start_s=1.0, seconds=2.0, by_end=False)
+    assert (w.throughput, w.errors, w.p50_ms) == (19 / 2.0, 1, 5000.0)
+
+
 def test_median_repeat_keeps_one_whole_repeat():
     repeats = [{"throughput": 90.0, "p99_ms": 1.0}, {"throughput": 70.0, "p99_ms": 3.0},
                {"throughput": 80.0, "p99_ms": 2.0}]
