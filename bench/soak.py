@@ -68,9 +68,10 @@ async def _one(kind: str, traffic: Traffic, http: httpx.AsyncClient, grpc_call, 
 async def _with_clients(url: str, target: str, traffic: Traffic, run):
     import grpc
 
-    # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s) can close them under a
-    # request being sent (a race no server can win; clients should do the same).
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000, keepalive_expiry=2.0)
+    # Idle connections are dropped well before the server's keep-alive timeout (uvicorn: 5 s from its side) can
+    # close one under a request being sent: a race no server can win (it resets the connection). A generator
+    # starved of CPU reads answers late, so its idle clock starts late: hence 1 s, not just under 5 s.
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000, keepalive_expiry=1.0)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http, \
             grpc.aio.insecure_channel(target) as channel:
         return await run(http, traffic.grpc_call(channel))
