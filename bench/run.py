@@ -213,9 +213,20 @@ def _machine() -> str:
 
 def _write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "latest.json").write_text(json.dumps(_strict(result), indent=1, allow_nan=False) + "\n")
     (out / "latest.md").write_text(report.markdown(result))
     report.plots(result, out)
+
+
+def _strict(value):
+    """NaN (the latency of a point without answers) as null: JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":
