@@ -24,6 +24,7 @@ from service.batching.batcher import BatchStats, DynamicBatcher
 from service.codec.images import ImageLimits, inspect_image
 from service.core.errors import InternalError, InvalidInput, NotFound, ServiceError, TooLarge, UnsupportedMediaType
 from service.core.tensors import SignatureInfo
+from service.repository.config import valid_model_name
 from service.runtime.savedmodel import LoadedModel
 
 CLASS_NAMES_FILE = "assets/labels.txt"
@@ -271,7 +272,8 @@ def _image_from_example(serialized) -> bytes:
 
 
 def ensure_model_name(name: str) -> str:
-    """Model names are plain identifiers: a name such as '../x' is NotFound, never a path."""
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise NotFound(f"model '{name}' not found")
+    """Model names are plain identifiers (``valid_model_name``): '../x', NUL bytes or a 100 KB name are NotFound,
+    never a path, and the message does not echo more than a short prefix."""
+    if not valid_model_name(name):
+        raise NotFound(f"model {name[:100]!r} not found")
     return name

@@ -18,8 +18,9 @@ from tensorflow_serving.config import model_server_config_pb2
 
 log = logging.getLogger(__name__)
 
-# A model name becomes a directory name and a URL path segment, so it must not be able to climb out of either.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A model name becomes a directory name and a URL path segment, so it must not be able to climb out of either;
+# 255 characters is the longest file name most file systems take. Version labels follow the same rule.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _POLICY_KINDS = ("latest", "all", "specific")
 
 
@@ -156,10 +157,10 @@ def specs_from_repository(root: str | Path) -> list[ModelSpec]:
 
 def _spec_from_proto(model, index: int, relative_to: Path | None, source: str) -> ModelSpec:
     """One ``ModelConfig`` message -> ``ModelSpec``, with every check that can be made without the file system."""
-    where = f"{source}: config #{index + 1}" + (f" ({model.name!r})" if model.name else "")
+    where = f"{source}: config #{index + 1}" + (f" ({model.name[:100]!r})" if model.name else "")
     if not valid_model_name(model.name):
-        raise ConfigError(f"{where}: name {model.name!r} is not a valid model name; use letters, digits, '_', '.' "
-                          "and '-', starting with a letter or digit (no '/', no '..')")
+        raise ConfigError(f"{where}: name {model.name[:100]!r} is not a valid model name; use up to 255 letters, "
+                          "digits, '_', '.' and '-', starting with a letter or digit (no '/', no '..')")
     if not model.base_path:
         raise ConfigError(f"{where}: base_path is missing; set it to the directory holding the version directories")
     if "://" in model.base_path:
@@ -179,6 +180,9 @@ def _spec_from_proto(model, index: int, relative_to: Path | None, source: str) -
     for label, version in labels.items():
         if not label:
             raise ConfigError(f"{where}: a version label has an empty name; give every label a name")
+        if not valid_model_name(label):
+            raise ConfigError(f"{where}: {label[:100]!r} is not a valid version label; use up to 255 letters, "
+                              "digits, '_', '.' and '-', starting with a letter or digit")
         if version < 0:
             raise ConfigError(f"{where}: label {label!r} points at version {version}; versions are not negative")
         # TF Serving refuses a label for a version it will not load. Under latest/all that depends on which

@@ -18,6 +18,9 @@ import grpc
 from service.core.errors import INTERNAL, ServiceError
 
 log = logging.getLogger(__name__)
+# Status messages travel in trailing metadata, which clients cap (8 KiB by default): an error that echoes a huge
+# name from the request would reach the client as RESOURCE_EXHAUSTED instead of its own code.
+MAX_DETAILS = 500
 _labels: ContextVar[dict] = ContextVar("grpc_call_labels")
 
 
@@ -29,6 +32,10 @@ def grpc_code(exc: BaseException) -> grpc.StatusCode:
 def timeout_of(context: grpc.aio.ServicerContext) -> float | None:
     """Seconds left before the client's deadline, or None when it set none (the server default applies)."""
     return context.time_remaining()
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS else message[:MAX_DETAILS - 15] + "... (truncated)"
 
 
 def describe(*, model: str | None = None, version: int | str | None = None) -> None:
@@ -53,7 +60,7 @@ def rpc(protocol: str, api: str):
                 return await method(self, request, context)
             except ServiceError as exc:
                 code = grpc_code(exc)
-                await context.abort(code, exc.message)
+                await context.abort(code, _bounded(exc.message))
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
