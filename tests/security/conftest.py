@@ -60,7 +60,8 @@ def secure_server(model_repo, tls_files, token_file):
     """TLS on HTTP and gRPC, bearer auth on: one server for the auth, TLS and log tests."""
     cert, key = tls_files
     running = start_server(Settings(model_repo=model_repo, poll_interval_s=0, max_batch_size=8, batch_timeout_ms=5,
-                                    max_body_mb=2, tls_cert_file=cert, tls_key_file=key, auth_token_file=token_file))
+                                    max_body_mb=2, grpc_max_message_mb=2, tls_cert_file=cert, tls_key_file=key,
+                                    auth_token_file=token_file))
     yield running
     running.stop()
 
