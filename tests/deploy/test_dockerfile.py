@@ -91,9 +91,9 @@ def test_serve_stage_is_signal_safe_and_exposes_both_ports(dockerfile):
 def test_serve_stage_has_no_training_dependencies(dockerfile):
     all_stages = stages(dockerfile)
     copied_from = {args.split()[0].split("=")[1] for i, args in all_stages["serve"] if i == "COPY" and "--from" in args}
-    assert copied_from == {"build-serve"}
-    build = " ".join(args for i, args in all_stages["build-serve"] if i == "RUN")
-    assert "[train]" not in build
+    assert copied_from == {"deps-serve", "wheel"}
+    build = " ".join(args for name in ("deps-serve", "wheel", "serve") for i, args in all_stages[name] if i == "RUN")
+    assert "[train]" not in build and "--no-deps" in build
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     serving = " ".join(project["dependencies"])
     for package in TRAINING_ONLY.values():
@@ -123,15 +123,13 @@ def test_serving_code_never_imports_training_only_packages():
     assert offenders == []
 
 
-def test_build_context_holds_exactly_what_the_dockerfile_copies(dockerfile):
-    """.dockerignore excludes everything (models, venvs, .git) except what COPY names."""
+def test_build_context_holds_exactly_what_the_package_build_needs():
+    """.dockerignore excludes everything (models, venvs, .git) except what `pip install .` reads:
+    pyproject.toml, the readme it names, and the packages it finds."""
     patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
                 if p.strip() and not p.startswith("#")]
     assert patterns[0] == "*"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
-    copied = set()
-    for instruction, args in instructions(dockerfile):
-        if instruction == "COPY" and "--from" not in args:
-            copied.update(a.rstrip("/") for a in args.split()[:-1])
-    copied.discard(".")
-    assert copied == allowed
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert allowed == {"pyproject.toml", pyproject["project"]["readme"], *packages}
