@@ -243,11 +243,23 @@ def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -> 
     raise InvalidInput(f"{where}{_index(grid.shape, i)}: {flat[i]} is out of range for {dtype.name}")
 
 
+# No tensor in a request has 2**40 elements; past it numpy cannot even describe a shape whose other dimension is 0
+# ([2**31, 2**40, 0] has no elements, and reshaping to it raises "array is too big").
+MAX_SHAPE_ELEMENTS = 2**40
+
+
+def check_shape_size(dims, where: str) -> None:
+    """Refuse a shape whose non-zero dimensions multiply past ``MAX_SHAPE_ELEMENTS`` (it holds no data we can take)."""
+    if math.prod(d for d in dims if d) > MAX_SHAPE_ELEMENTS:
+        raise InvalidInput(f"{where}: shape {list(dims)} is too large (more than {MAX_SHAPE_ELEMENTS} elements)")
+
+
 def _reshape(array: np.ndarray, shape: Any, where: str) -> np.ndarray:
     try:
         dims = tuple(int(d) for d in shape)
     except (TypeError, ValueError):
         raise InvalidInput(f"{where}: shape must be a list of integers, got {shape!r}") from None
+    check_shape_size(dims, where)
     # math.prod, not np.prod: an int64 product of huge dimensions wraps (2**31 * 2**33 == 0) and would "match".
     if any(d < 0 for d in dims) or math.prod(dims) != array.size:
         raise InvalidInput(f"{where}: {array.size} values do not fill shape {list(dims)}")

@@ -208,6 +208,7 @@ def _tensor_header(raw: Any, index: int) -> tuple[str, dtypes.DType, list[int], 
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
+    dtypes.check_shape_size(shape, f"input '{name}'")
     return name, dtype, shape, _parameters(raw, f"input '{name}'")
 
 

@@ -8,6 +8,7 @@ Generation is derandomized so that CI runs the same inputs every time; a longer 
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import grpc
 import httpx
@@ -27,8 +28,12 @@ CLIENT_CODES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.Statu
                 grpc.StatusCode.OUT_OF_RANGE}
 
 
+SENT: Counter = Counter()  # generated requests per transport, printed by the test modules at their end
+
+
 def assert_http_coped(response: httpx.Response) -> None:
     """A client error or a success: never a 500 (a bug) nor 502/503/504 (a crash or an overload we did not cause)."""
+    SENT["http"] += 1
     assert response.status_code < 500 or response.status_code == 501, (response.status_code, response.text[:500])
     if response.status_code >= 400:
         assert "error" in response.json(), response.text[:500]
@@ -36,6 +41,7 @@ def assert_http_coped(response: httpx.Response) -> None:
 
 def assert_grpc_coped(call) -> None:
     """``call()`` returns, or fails with a client-error code."""
+    SENT["grpc"] += 1
     try:
         call()
     except grpc.RpcError as exc:

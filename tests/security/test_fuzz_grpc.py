@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from service.transport.grpc.protos.inference import grpc_service_pb2 as v2_pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from tests.security.fuzzing import assert_grpc_coped, fuzz_settings
+from tests.security.fuzzing import SENT, assert_grpc_coped, fuzz_settings
 
 TIMEOUT = 30
 NAMES = st.sampled_from(["shapes", "half_plus_two", "", "nope", "../shapes", "/etc/passwd", "shapes\x00",
@@ -85,6 +85,7 @@ def channel(server):
 @pytest.fixture(autouse=True, scope="module")
 def still_serving_afterwards(channel, images):
     yield
+    print(f"\nhypothesis: {SENT['grpc']} generated gRPC requests, none answered with a server error")
     reply = classifier_pb2_grpc.ClassifierStub(channel).Classify(
         classifier_pb2.ClassifyRequest(model="shapes", images=[images[0]]), timeout=60)
     assert len(reply.results) == 1

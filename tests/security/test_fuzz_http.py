@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.security.fuzzing import assert_http_coped, fuzz_settings
+from tests.security.fuzzing import SENT, assert_http_coped, fuzz_settings
 
 MODELS = st.sampled_from(["shapes", "half_plus_two", "nope"])
 SIGNATURES = st.sampled_from(["", "serving_default", "classify", "preprocess", "pixels", "regress_x_to_y",
@@ -41,6 +41,7 @@ def _post_json(client, path, doc):
 @pytest.fixture(autouse=True, scope="module")
 def still_serving_afterwards(client, images):
     yield
+    print(f"\nhypothesis: {SENT['http']} generated HTTP requests, none answered with a server error")
     assert client.get("/readyz").status_code == 200
     answer = client.post("/classify", json={"model": "shapes", "images": [base64.b64encode(images[0]).decode()]})
     assert answer.status_code == 200, answer.text

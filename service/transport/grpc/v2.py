@@ -36,6 +36,7 @@ def _input_array(tensor, raw: bytes | None) -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise InvalidInput(f"input '{tensor.name}': shape {list(shape)} has a negative dimension")
+    dtypes.check_shape_size(shape, f"input '{tensor.name}'")
     count = math.prod(shape)
     if raw is not None:
         if dtype.name == "BYTES":
