@@ -60,9 +60,13 @@ FROM base AS train
 COPY --from=deps-train /opt/venv /opt/venv
 COPY --from=wheel /wheels /wheels
 ENV TLSERVE_CACHE=/opt/tlserve-cache
-# The backbones are converted once, at build time.
+# The backbones are converted once, at build time, and readable by the non-root user.
 RUN pip install --no-cache-dir --no-deps --force-reinstall /wheels/tlserve-*.whl \
- && tlserve backbones prepare
+ && tlserve backbones prepare \
+ && chmod -R a+rX "$TLSERVE_CACHE"
+# With a read-only root file system only /tmp (and the output mount) is writable: matplotlib's cache goes
+# there (set after the build step, which would otherwise leave a root-owned /tmp/matplotlib in the image).
+ENV MPLCONFIGDIR=/tmp/matplotlib
 USER 10001:10001
 WORKDIR /work
 ENTRYPOINT ["tlserve"]
