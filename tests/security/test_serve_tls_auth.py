@@ -47,11 +47,22 @@ def served(model_repo, tls_files, token_file, ca_context):
             pass
         time.sleep(0.5)
     else:
-        process.kill()
-        pytest.fail(f"tlserve serve did not become ready:\n{process.stdout.read().decode()[-3000:]}")
+        _stop(process)
+        pytest.fail(f"tlserve serve did not become ready:\n{process.communicate(timeout=30)[0].decode()[-3000:]}")
     yield url, grpc_port
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(30)
+    _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM: BentoML's arbiter stops its worker (which has a process group of its own, so killing the arbiter's
+    group would orphan it) and exits; SIGKILL the arbiter's group only if that takes too long."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 def test_https_with_bearer_auth(served, ca_context):
