@@ -27,6 +27,8 @@ class AuthPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> "AuthPolicy":
         open_paths = tuple(p.strip() for p in settings.auth_open_paths.split(",") if p.strip())
+        if settings.prometheus_path and "/metrics" in open_paths:  # the same metrics at TF Serving's path
+            open_paths += (settings.prometheus_path,)
         token = read_token(settings.auth_token_file) if settings.auth_token_file else None
         return cls(token, open_paths)
 

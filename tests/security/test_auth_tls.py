@@ -141,6 +141,16 @@ def test_open_path_rules():
     assert AuthPolicy(None, ()).is_open("/v1/models/m:predict")  # auth off
 
 
+def test_the_monitoring_path_is_as_open_as_metrics(tmp_path):
+    # TF Serving's monitoring config moves Prometheus to its own path: it stays open when /metrics is.
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    settings = Settings(auth_token_file=token_file, prometheus_path="/monitoring/prometheus/metrics")
+    assert AuthPolicy.from_settings(settings).is_open("/monitoring/prometheus/metrics")
+    closed = settings.replace(auth_open_paths="/livez")
+    assert not AuthPolicy.from_settings(closed).is_open("/monitoring/prometheus/metrics")
+
+
 def test_tokens_are_compared_in_constant_time(monkeypatch):
     calls = []
     real = hmac.compare_digest
