@@ -20,7 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.outcomes import Load, Tally, grpc_client, http_client
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from tests.reliability.conftest import session_processes, start_serve
+from tests.serve_process import session_processes, start_serve
 
 DRAIN_DELAY_S = 2.0
 

@@ -8,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from bench.soak import Traffic, soak, stop_server
-from tests.reliability.conftest import start_serve
+from bench.soak import Traffic, soak
+from tests.serve_process import start_serve
 
 
 def _predict(channel):
@@ -29,7 +29,7 @@ def test_short_soak_at_twice_capacity_loses_nothing_and_memory_stays_flat(slow_r
                        Traffic("/v1/models/slow:predict", {"instances": [[1.0]]}, _predict),
                        seconds=10, warmup_s=3, overload=2.0, clients=8, probe_s=3)
     finally:
-        stop_server(server.process)
+        server.stop()
     print("\nshort soak:", figures)
     load = figures["soak"]
     assert load["lost"] == 0, load["lost_reasons"]  # nothing but 200 and clean 503 / UNAVAILABLE

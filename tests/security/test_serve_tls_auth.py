@@ -3,12 +3,6 @@ bearer auth on both, health and metrics open — the real command, arbiter and w
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import grpc
 import httpx
@@ -19,50 +13,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.security.conftest import TOKEN
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serve_process import start_serve
 
 
 @pytest.fixture(scope="module")
-def served(model_repo, tls_files, token_file, ca_context):
-    port, grpc_port = _free_port(), _free_port()
+def served(model_repo, tls_files, token_file, ca_context, tmp_path_factory):
     cert, key = tls_files
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(model_repo), "--host", "127.0.0.1",
-         "--http-port", str(port), "--grpc-port", str(grpc_port), "--poll-interval-s", "0",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--auth-token-file", str(token_file)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    url = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url + "/readyz", timeout=2, verify=ca_context).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        _stop(process)
-        pytest.fail(f"tlserve serve did not become ready:\n{process.communicate(timeout=30)[0].decode()[-3000:]}")
-    yield url, grpc_port
-    _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM: BentoML's arbiter stops its worker (which has a process group of its own, so killing the arbiter's
-    group would orphan it) and exits; SIGKILL the arbiter's group only if that takes too long."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+    server = start_serve(model_repo, tmp_path_factory.mktemp("tls") / "serve.log", "--tls-cert-file", str(cert),
+                         "--tls-key-file", str(key), "--auth-token-file", str(token_file),
+                         scheme="https", verify=ca_context)
+    yield server.url, server.grpc_port
+    server.stop()
 
 
 def test_https_with_bearer_auth(served, ca_context):

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
+from tests.serve_process import session_processes, start_serve
 from tlserve.cli import main
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def bento(model_repo):
-    port, grpc_port = _free_port(), _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(model_repo), "--host", "127.0.0.1",
-         "--http-port", str(port), "--grpc-port", str(grpc_port), "--poll-interval-s", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail(f"tlserve serve did not become ready:\n{process.stdout.read().decode()[-3000:]}")
-    yield url, process, grpc_port
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+def bento(model_repo, tmp_path_factory):
+    server = start_serve(model_repo, tmp_path_factory.mktemp("bento") / "serve.log")
+    yield server.url, server.process, server.grpc_port
+    server.kill()
 
 
 def test_bentoml_serves_the_apis_and_its_own_routes(bento):
@@ -89,5 +62,4 @@ def test_sigterm_stops_every_process_cleanly(bento):
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     time.sleep(1)
-    leftovers = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split()
-    assert leftovers == [], "worker processes outlived the arbiter"
+    assert session_processes(process.pid) == [], "worker processes outlived the arbiter"

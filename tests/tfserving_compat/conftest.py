@@ -6,7 +6,6 @@ their servers for all their tests (a start costs seconds: Python, TensorFlow and
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,17 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.serve_process import free_port
+
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
 TWO_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"
 ENTRY_POINT = Path(sys.executable).parent / "tlserve-model-server"  # the console script `pip install` made
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
