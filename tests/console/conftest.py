@@ -65,7 +65,7 @@ def digits_repo(digits_training, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_server(digits_repo):
     running = start_server(Settings(model_repo=digits_repo, poll_interval_s=0.3, max_batch_size=4,
                                     batch_timeout_ms=3))
@@ -73,7 +73,7 @@ def console_server(digits_repo):
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
