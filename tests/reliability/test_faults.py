@@ -102,7 +102,9 @@ def test_a_removed_model_finishes_its_in_flight_requests_then_is_404(slow_repo, 
             server.url + "/v1/models/gone:predict", json=BODY, timeout=60).status_code)) for _ in range(3)]
         for t in threads:
             t.start()
-        wait_until(lambda: queue_depth(server, "gone") >= 1, what="requests in flight")
+        # All three in the server before the removal (one running, two queued: batches of one, ~0.5 s each); a
+        # request that arrives after the removal is rightly 404 (a fresh-clone run removed it after the first).
+        wait_until(lambda: queue_depth(server, "gone") >= 2, what="requests in flight")
         shutil.rmtree(tmp_path / "gone")
         for t in threads:
             t.join(timeout=60)
