@@ -145,11 +145,15 @@ def _accounting(server) -> RequestAccounting:
     return layer
 
 
-def _block_slower(server, count: int = 2) -> list[threading.Thread]:
+def _block_slower(server) -> list[threading.Thread]:
+    """Two requests: the first running (~0.5 s), the second waiting in the queue behind it. Sent one after the
+    other: sent together they can share one batch (max_batch_size 8) and leave nothing queued."""
+    version = server.runtime.repository.resolve("slower")
     threads = [threading.Thread(target=httpx.post, args=(server.url + "/v1/models/slower:predict",),
-                                kwargs={"json": BODY, "timeout": 60}) for _ in range(count)]
-    for t in threads:
-        t.start()
+                                kwargs={"json": BODY, "timeout": 60}) for _ in range(2)]
+    threads[0].start()
+    wait_until(lambda: version._in_flight >= 1 and queue_depth(server, "slower") == 0, what="the first one running")
+    threads[1].start()
     wait_until(lambda: queue_depth(server, "slower") >= 1, what="a request waiting in the queue")
     return threads
 
