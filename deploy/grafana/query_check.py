@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def main() -> int:
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM) if process is server else process.terminate()
                 process.wait(timeout=60)
-        subprocess.run(["rm", "-rf", str(work)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
     if failed:
         print(f"dashboard check FAILED: {failed}", file=sys.stderr)
         return 1
