@@ -15,7 +15,7 @@ import sys
 import bentoml
 
 from service.app import build_runtime, create_app
-from service.core.auth import AuthPolicy
+from service.auth import AuthPolicy
 from service.settings import Settings
 from service.shutdown import GracefulShutdown
 from service.transport.http.auth import BearerAuth
