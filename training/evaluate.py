@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from training import data as datasets
 from training.backbones import registry
-from training.export import LABELS_FILE, REPORT_DIR, existing_versions, export
+from training.export import LABELS_FILE, REPORT_DIR, export, version_dirs
 from training.report import EvaluationInput, write_report
 from training.train import TrainedModel
 
@@ -77,11 +77,10 @@ def resolve_version_dir(model: str | Path) -> Path:
     path = Path(model)
     if (path / "saved_model.pb").is_file():
         return path
-    versions = existing_versions(path)
+    versions = version_dirs(path)
     if not versions:
         raise FileNotFoundError(f"{path} is neither a SavedModel version directory nor a model with versions")
-    by_number = {int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
-    return by_number[versions[-1]]
+    return versions[max(versions)]
 
 
 def evaluate_exported(model: str | Path, data_spec: str, out_dir: str | Path) -> dict:

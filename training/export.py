@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from tlserve import contract
 from training.preprocessing import preprocess
 
 LABELS_FILE = "assets/labels.txt"
@@ -70,11 +71,24 @@ class ServingModule(tf.Module):
                 "preprocess": self.preprocess, "classify": self.classify}
 
 
-def existing_versions(model_dir: Path) -> list[int]:
-    """Integer version directories under ``model_dir`` (leading zeros allowed, as TF Serving allows)."""
+def version_dirs(model_dir: Path) -> dict[int, Path]:
+    """The version folders under ``model_dir`` by number, paths as found, by the contract's rule (as the server
+    reads them): ASCII-integer names only, so '²' or '١٢' are ignored; of '7' and '007' the first in
+    ``contract.version_name_order`` is version 7."""
+    model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        return {}
+    found: dict[int, Path] = {}
+    for path in sorted(model_dir.iterdir(), key=lambda p: contract.version_name_order(p.name)):
+        number = contract.parse_version(path.name)
+        if number is not None and number not in found and path.is_dir():
+            found[number] = path
+    return dict(sorted(found.items()))
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    """The version numbers under ``model_dir``, ascending (leading zeros allowed, as TF Serving allows)."""
+    return list(version_dirs(model_dir))
 
 
 def write_warmup(path: Path, model_name: str, image: bytes, batch_sizes=WARMUP_BATCH_SIZES) -> None:

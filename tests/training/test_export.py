@@ -138,3 +138,21 @@ def test_bad_model_names_are_refused(tiny_training, tmp_path, name):
     with pytest.raises(ExportError, match="model name"):
         export(tiny_training.model, root=tmp_path, name=name, classes=["a", "b"], image_size=32,
                resize="stretch", metadata={}, warmup_image=b"")
+
+
+def test_existing_versions_ignore_non_ascii_digit_names(tmp_path):
+    """'²' and '١٢' pass str.isdigit(); int() refuses the first and reads the second as 12. Neither is a version
+    folder for TF Serving or tlserve's server, so the export must ignore them too (it used to crash on '²')."""
+    for name in ("3", "0005", "²", "١٢", "٣", "-1", "1.5", ".tmp-7-ab12"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "9").write_text("a file, not a version")
+    assert existing_versions(tmp_path) == [3, 5]
+
+
+def test_resolve_version_dir_picks_the_folder_the_server_would(tmp_path):
+    """The latest ASCII-integer folder, kept as found: '١٢' is not version 12; of '7' and '007' the shortest wins."""
+    from training.evaluate import resolve_version_dir
+
+    for name in ("1", "007", "7", "١٢", "²"):
+        (tmp_path / name).mkdir()
+    assert resolve_version_dir(tmp_path) == tmp_path / "7"
