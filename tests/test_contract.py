@@ -1,4 +1,5 @@
-"""tlserve/contract.py: the model repository's rules and its standard-library-only imports."""
+"""tlserve/contract.py: the model repository's rules, its standard-library-only imports, and that the service's
+discovery and the training export read one folder listing the same way."""
 
 from __future__ import annotations
 
@@ -124,3 +125,36 @@ def test_the_import_check_catches_a_third_party_or_relative_import():
     assert modules == ["numpy", "service.core", ".", "tensorflow"]
     assert all(m.startswith(".") or m.partition(".")[0] not in sys.stdlib_module_names for m in modules)
 
+
+# --- both halves read one listing the same way --------------------------------------------------------------------
+
+# Folder names and what they mean. '' cannot be a folder name on any file system, so it is checked by name only.
+LISTING = {
+    "1": 1, "0042": 42, "00000123": 123, "7": 7, "007": 7, "07": 7, str(contract.MAX_VERSION): contract.MAX_VERSION,
+    str(contract.MAX_VERSION + 1): None, "²": None, "١٢": None, "٣": None, "-1": None, "1.5": None, "+5": None,
+    ".incoming-2": None, ".tmp-9-ab12": None, "tmp": None, "1a": None, "": None,
+}
+FILES = ("3", "8.txt")  # a file named like a version is not a version
+
+
+def test_service_discovery_and_training_export_agree_on_every_name(tmp_path):
+    from service.repository.discovery import scan_versions
+    from training.export import existing_versions, version_dirs
+
+    for name in LISTING:
+        if name:
+            (tmp_path / name).mkdir()
+    for name in FILES:
+        (tmp_path / name).write_text("not a version")
+    for name, number in LISTING.items():
+        assert contract.parse_version(name) == number, name
+    assert contract.parse_version("3") == 3  # ...but it is a file, so neither half takes it
+
+    served = {number: found.path for number, found in scan_versions(tmp_path).items()}
+    exported = version_dirs(tmp_path)
+    # One number, one folder: of '7', '07' and '007' both halves take '7', kept as found ('0042', not '42').
+    expected = {1: tmp_path / "1", 7: tmp_path / "7", 42: tmp_path / "0042", 123: tmp_path / "00000123",
+                contract.MAX_VERSION: tmp_path / str(contract.MAX_VERSION)}
+    assert served == expected
+    assert exported == expected
+    assert existing_versions(tmp_path) == sorted(expected) == list(served)
