@@ -11,7 +11,8 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from tests.conftest import encode
-from training.export import (EXAMPLE_IMAGE_KEY, ExportError, WARMUP_BATCH_SIZES, existing_versions, export)
+from tlserve.contract import EXAMPLE_IMAGE_KEY
+from training.export import ExportError, WARMUP_BATCH_SIZES, existing_versions, export
 from training.train import pixels_dataset
 
 
