@@ -108,15 +108,18 @@ def export(model: keras.Model, *, root: str | Path, name: str, classes: list[str
 
     ``write_extra`` receives the version directory while it is still hidden (used for the report).
     """
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
+    if not contract.valid_model_name(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-', start with a letter or "
+                          f"digit and be at most {contract.MAX_NAME_LENGTH} characters")
     bad = [c for c in classes if not _LABEL.match(c)]
     if bad:
         raise ExportError(f"class names must be non-empty single lines: {bad[:3]}")
     model_dir = Path(root) / name
     taken = existing_versions(model_dir)
-    if version is not None and (version < 1 or version in taken):
-        raise ExportError(f"version {version} of {name} {'already exists' if version in taken else 'must be >= 1'}")
+    if version is not None and version in taken:
+        raise ExportError(f"version {version} of {name} already exists")
+    if version is not None and not 1 <= version <= contract.MAX_VERSION:
+        raise ExportError(f"version {version} of {name} must be >= 1 and fit in int64, as TF Serving's versions do")
     version = version or (taken[-1] + 1 if taken else 1)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"

@@ -134,11 +134,19 @@ def test_versions_count_up_and_are_never_overwritten(tiny_training, tmp_path):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["00000041", "42"]
 
 
-@pytest.mark.parametrize("name", ["../escape", "", "a/b"])
+@pytest.mark.parametrize("name", ["../escape", "", "a/b", ".hidden", "x" * 256])  # 256: the server refuses it
 def test_bad_model_names_are_refused(tiny_training, tmp_path, name):
     with pytest.raises(ExportError, match="model name"):
         export(tiny_training.model, root=tmp_path, name=name, classes=["a", "b"], image_size=32,
                resize="stretch", metadata={}, warmup_image=b"")
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63])  # 2**63 does not fit TF Serving's int64 versions
+def test_versions_out_of_range_are_refused(tiny_training, tmp_path, version):
+    with pytest.raises(ExportError, match="must be >= 1 and fit in int64"):
+        export(tiny_training.model, root=tmp_path, name="m", classes=["a", "b"], image_size=32,
+               resize="stretch", metadata={}, warmup_image=b"", version=version)
+    assert not (tmp_path / "m").exists()
 
 
 def test_existing_versions_ignore_non_ascii_digit_names(tmp_path):
