@@ -36,6 +36,7 @@ from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, tfserving, v2
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
+from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,10 @@ class Runtime:
 
 def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
     """tlserve exports are served through ``pixels``, which TF Serving's warm-up records do not call."""
-    spec = model.signatures["pixels"].inputs["pixels"]
+    spec = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT]
     _, height, width, channels = spec.shape
     for size in batch_sizes:
-        model.run("pixels", {"pixels": np.zeros((size, height, width, channels), np.uint8)})
+        model.run(PIXELS_SIGNATURE, {PIXELS_INPUT: np.zeros((size, height, width, channels), np.uint8)})
 
 
 def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:

@@ -12,6 +12,7 @@ from service.core.errors import InvalidInput, NotFound
 from service.core.served import ServedVersion, ensure_model_name
 from service.core.tensors import SignatureInfo
 from service.repository.manager import ModelRepository, VersionStatus
+from tlserve.contract import DEFAULT_SIGNATURE, SCORES_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class InferenceService:
                       deadline: float | None = None, output_filter: list[str] | None = None
                       ) -> tuple[ServedVersion, dict[str, np.ndarray]]:
         with self.using(target) as version:
-            outputs = await version.predict(signature or "serving_default", inputs, deadline=deadline,
+            outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
                                             output_filter=output_filter)
             return version, outputs
 
@@ -81,7 +82,7 @@ class InferenceService:
                 outputs = await version.classify_pixels(pixels, deadline=deadline)
             else:
                 outputs = await version.classify_images(images or [], deadline=deadline)
-        scores = outputs["scores"]
+        scores = outputs[SCORES_OUTPUT]
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return version, [[Prediction(version.class_names[i], int(i), float(row[i])) for i in order]

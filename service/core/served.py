@@ -24,14 +24,12 @@ from service.batching.batcher import BatchStats, DynamicBatcher
 from service.codec.images import ImageLimits, inspect_image
 from service.core.errors import InternalError, InvalidInput, NotFound, ServiceError, TooLarge, UnsupportedMediaType
 from service.core.tensors import SignatureInfo
-from service.repository.config import valid_model_name
 from service.runtime.savedmodel import LoadedModel
+from tlserve import contract
+from tlserve.contract import EXAMPLE_IMAGE_KEY, PREPROCESS_SIGNATURE, valid_model_name
 
-CLASS_NAMES_FILE = "assets/labels.txt"
-IMAGE_SIGNATURES = ("serving_default", "classify")
-DECODE_SIGNATURE = "preprocess"  # one encoded image -> pixels; callable directly through Predict
-EXAMPLE_IMAGE_KEY = "image/encoded"
-IMAGES_QUEUE = "pixels"  # an image model's ``pixels`` batcher also takes encoded images
+IMAGE_SIGNATURES = (contract.DEFAULT_SIGNATURE, contract.CLASSIFY_SIGNATURE)  # they take batches of encoded images
+IMAGES_QUEUE = contract.PIXELS_SIGNATURE  # an image model's ``pixels`` batcher also takes encoded images
 
 
 @dataclass(frozen=True)
@@ -62,9 +60,9 @@ class ServedVersion:
         self.batching = batching
         self.image_limits = image_limits
         self._on_batch = on_batch
-        labels_file = self.path / CLASS_NAMES_FILE
+        labels_file = self.path / contract.LABELS_FILE
         self.class_names: list[str] | None = labels_file.read_text().splitlines() if labels_file.is_file() else None
-        self.is_image_model = {"preprocess", "pixels"} <= set(model.signatures)
+        self.is_image_model = set(contract.IMAGE_MODEL_SIGNATURES) <= set(model.signatures)
         self._batchers: dict[str, DynamicBatcher] = {}
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -99,7 +97,7 @@ class ServedVersion:
         if self.is_image_model and signature in IMAGE_SIGNATURES:
             images = self._images_from(signature, info, inputs)
             outputs = await self.classify_images(images, deadline=deadline)
-        elif self.is_image_model and signature == DECODE_SIGNATURE:
+        elif self.is_image_model and signature == PREPROCESS_SIGNATURE:
             await asyncio.to_thread(self.check_images, signature, inputs)  # the graph decodes: check headers first
             outputs = await asyncio.to_thread(self.model.run, signature, inputs)
         elif info.batchable:
@@ -119,13 +117,14 @@ class ServedVersion:
 
     async def classify_pixels(self, pixels: np.ndarray, *, deadline: float | None = None) -> dict[str, np.ndarray]:
         """uint8 pixels ``[N, H, W, 3]`` at the model's size -> ``scores`` and ``classes``, through the pixels queue."""
-        expected = self.model.signatures["pixels"].inputs["pixels"].shape[1:]
+        expected = self.model.signatures[contract.PIXELS_SIGNATURE].inputs[contract.PIXELS_INPUT].shape[1:]
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != tuple(expected):
             raise InvalidInput(f"pixels must be uint8 [N, {', '.join(map(str, expected))}], "
                                f"got {pixels.dtype} {list(pixels.shape)}")
         if len(pixels) == 0:
             raise InvalidInput("no images in the request")
-        rows = await self._batcher(IMAGES_QUEUE).submit([{"pixels": p} for p in pixels], deadline=deadline)
+        rows = await self._batcher(IMAGES_QUEUE).submit([{contract.PIXELS_INPUT: p} for p in pixels],
+                                                        deadline=deadline)
         return _stack_rows(rows)
 
     def _check_headers(self, images: list[bytes]) -> None:
@@ -147,23 +146,26 @@ class ServedVersion:
                 if isinstance(decoded, Exception):
                     results[k] = decoded
                 else:
-                    rows[k] = {"pixels": decoded}
+                    rows[k] = {contract.PIXELS_INPUT: decoded}
         if rows:
-            for k, outputs in zip(rows, self._run_rows("pixels", list(rows.values()))):
+            for k, outputs in zip(rows, self._run_rows(contract.PIXELS_SIGNATURE, list(rows.values()))):
                 results[k] = outputs
         return results
 
     def _decode_all(self, images: list[_EncodedImage]) -> list[np.ndarray | ServiceError]:
         """Pixels of every image, in one ``preprocess`` call; if that fails, image by image, errors in place."""
         try:
-            batch = self.model.run_each("preprocess", {"image": np.array([i.data for i in images], dtype=object)})
-            return list(batch["pixels"])
+            batch = self.model.run_each(PREPROCESS_SIGNATURE,
+                                        {contract.IMAGE_INPUT: np.array([i.data for i in images], dtype=object)})
+            return list(batch[contract.PREPROCESS_OUTPUT])
         except InvalidInput:
             pass
         decoded: list[np.ndarray | ServiceError] = []
         for image in images:
             try:
-                decoded.append(self.model.run("preprocess", {"image": np.array(image.data, dtype=object)})["pixels"])
+                outputs = self.model.run(PREPROCESS_SIGNATURE,
+                                         {contract.IMAGE_INPUT: np.array(image.data, dtype=object)})
+                decoded.append(outputs[contract.PREPROCESS_OUTPUT])
             except InvalidInput as exc:
                 decoded.append(InvalidInput(f"image {image.index}: {exc.message}"))
         return decoded
@@ -176,7 +178,7 @@ class ServedVersion:
         info = self.model.signature(signature)
         if signature in IMAGE_SIGNATURES:
             self._check_headers(self._images_from(signature, info, inputs))
-        elif signature == DECODE_SIGNATURE and set(inputs) == set(info.inputs):
+        elif signature == PREPROCESS_SIGNATURE and set(inputs) == set(info.inputs):
             (value,) = inputs.values()
             images = np.asarray(value, dtype=object).ravel()
             if not all(isinstance(image, bytes) for image in images):
@@ -190,7 +192,7 @@ class ServedVersion:
         values = np.asarray(inputs[key])
         if values.dtype != object or values.ndim != 1:
             raise InvalidInput(f"input '{key}' must be a 1-D tensor of encoded images (bytes)")
-        if signature == "classify":
+        if signature == contract.CLASSIFY_SIGNATURE:
             return [_image_from_example(v) for v in values]
         return [bytes(v) for v in values]
 
