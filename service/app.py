@@ -35,6 +35,7 @@ from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, tfserving, v2
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
+from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ import numpy as np
 from service.core.dataplane import (AVAILABLE, DEFAULT_TOP_K, ModelInfo, Prediction, ServedInfo, Target,
                                     VersionMetadata, VersionStatus)
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
-from service.repository.config import ConfigError, specs_from_proto, valid_model_name
+from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
+from tlserve.contract import DEFAULT_SIGNATURE, SCORES_OUTPUT, valid_model_name
 
 
 def ensure_model_name(name: str) -> str:
@@ -133,7 +134,7 @@ class RepositoryDataPlane:
                       deadline: float | None = None, output_filter: list[str] | None = None
                       ) -> tuple[int, dict[str, np.ndarray]]:
         with self.resolve(target) as version:
-            outputs = await version.predict(signature or "serving_default", inputs, deadline=deadline,
+            outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
                                             output_filter=output_filter)
             return version.number, outputs
 
@@ -152,7 +153,7 @@ class RepositoryDataPlane:
             else:
                 outputs = await version.classify_images(images or [], deadline=deadline)
             names = version.class_names
-        scores = outputs["scores"]
+        scores = outputs[SCORES_OUTPUT]
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return version.number, [[Prediction(names[i], int(i), float(row[i])) for i in order]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from tensorflow.core.example import example_pb2
 
 from service.core.errors import InvalidInput
-
-EXAMPLE_IMAGE_KEY = "image/encoded"
+from tlserve.contract import EXAMPLE_IMAGE_KEY
 
 
 def image_from_example(serialized) -> bytes:

@@ -20,14 +20,14 @@ from service.core.errors import InvalidInput, ServiceError, TooLarge, Unsupporte
 from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 from service.serving.rows import run_rows
+from tlserve.contract import (CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, IMAGE_INPUT, IMAGE_MODEL_SIGNATURES, PIXELS_INPUT,
+                              PIXELS_SIGNATURE, PREPROCESS_OUTPUT, PREPROCESS_SIGNATURE)
 
-IMAGE_SIGNATURES = ("serving_default", "classify")  # encoded images in, scores out: served through the queue
-DECODE_SIGNATURE = "preprocess"  # one encoded image -> pixels; callable directly through Predict
-PIXELS_SIGNATURE = "pixels"
+IMAGE_SIGNATURES = (DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE)  # encoded images in, scores out: through the queue
 
 
 def is_image_model(model: LoadedModel) -> bool:
-    return {DECODE_SIGNATURE, PIXELS_SIGNATURE} <= set(model.signatures)
+    return set(IMAGE_MODEL_SIGNATURES) <= set(model.signatures)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ImagePipeline:
         self.model = model
         self.limits = limits
         self.allowed_batch_sizes = allowed_batch_sizes
-        self.pixels_shape = tuple(model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_SIGNATURE].shape[1:])
+        self.pixels_shape = tuple(model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape[1:])
 
     # -- per request, before the queue ---------------------------------------------------------------
     def check_headers(self, images: list[bytes]) -> None:
@@ -77,7 +77,7 @@ class ImagePipeline:
         values = np.asarray(inputs[key])
         if values.dtype != object or values.ndim != 1:
             raise InvalidInput(f"input '{key}' must be a 1-D tensor of encoded images (bytes)")
-        if signature == "classify":
+        if signature == CLASSIFY_SIGNATURE:
             return [image_from_example(v) for v in values]
         return [bytes(v) for v in values]
 
@@ -87,7 +87,7 @@ class ImagePipeline:
         info = self.model.signature(signature)
         if signature in IMAGE_SIGNATURES:
             self.check_headers(self.images_from(signature, info, inputs))
-        elif signature == DECODE_SIGNATURE and set(inputs) == set(info.inputs):
+        elif signature == PREPROCESS_SIGNATURE and set(inputs) == set(info.inputs):
             (value,) = inputs.values()
             images = np.asarray(value, dtype=object).ravel()
             if not all(isinstance(image, bytes) for image in images):
@@ -106,7 +106,7 @@ class ImagePipeline:
                 if isinstance(decoded, Exception):
                     results[k] = decoded
                 else:
-                    rows[k] = {PIXELS_SIGNATURE: decoded}
+                    rows[k] = {PIXELS_INPUT: decoded}
         if rows:
             for k, outputs in zip(rows, run_rows(self.model, PIXELS_SIGNATURE, list(rows.values()),
                                                  self.allowed_batch_sizes)):
@@ -116,15 +116,16 @@ class ImagePipeline:
     def _decode_all(self, images: list[EncodedImage]) -> list[np.ndarray | ServiceError]:
         """Pixels of every image, in one ``preprocess`` call; if that fails, image by image, errors in place."""
         try:
-            batch = self.model.run_each(DECODE_SIGNATURE, {"image": np.array([i.data for i in images], dtype=object)})
-            return list(batch[PIXELS_SIGNATURE])
+            batch = self.model.run_each(PREPROCESS_SIGNATURE,
+                                        {IMAGE_INPUT: np.array([i.data for i in images], dtype=object)})
+            return list(batch[PREPROCESS_OUTPUT])
         except InvalidInput:
             pass
         decoded: list[np.ndarray | ServiceError] = []
         for image in images:
             try:
-                decoded.append(self.model.run(DECODE_SIGNATURE,
-                                              {"image": np.array(image.data, dtype=object)})[PIXELS_SIGNATURE])
+                outputs = self.model.run(PREPROCESS_SIGNATURE, {IMAGE_INPUT: np.array(image.data, dtype=object)})
+                decoded.append(outputs[PREPROCESS_OUTPUT])
             except InvalidInput as exc:
                 decoded.append(InvalidInput(f"image {image.index}: {exc.message}"))
         return decoded

@@ -11,10 +11,8 @@ import numpy as np
 from service.batching.batcher import BatchStats
 from service.codec.images import ImageLimits
 from service.runtime.savedmodel import LoadedModel
-from service.serving.images import PIXELS_SIGNATURE
 from service.serving.version import BatchingSettings, ServedVersion
-
-CLASS_NAMES_FILE = "assets/labels.txt"
+from tlserve.contract import LABELS_FILE, PIXELS_INPUT, PIXELS_SIGNATURE
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class VersionLoader:
 
     def __call__(self, name: str, number: int, path: Path) -> ServedVersion:
         model = LoadedModel(path, self.device())
-        labels = path / CLASS_NAMES_FILE
+        labels = path / LABELS_FILE
         served = ServedVersion(name, number, model, self.batching(name), self.image_limits,
                                class_names=labels.read_text().splitlines() if labels.is_file() else None,
                                on_batch=self.on_batch)
@@ -41,6 +39,6 @@ class VersionLoader:
 
 def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
     """tlserve exports are served through ``pixels``, which TF Serving's warm-up records do not call."""
-    _, height, width, channels = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_SIGNATURE].shape
+    _, height, width, channels = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape
     for size in batch_sizes:
-        model.run(PIXELS_SIGNATURE, {PIXELS_SIGNATURE: np.zeros((size, height, width, channels), np.uint8)})
+        model.run(PIXELS_SIGNATURE, {PIXELS_INPUT: np.zeros((size, height, width, channels), np.uint8)})

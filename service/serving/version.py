@@ -24,8 +24,8 @@ from service.core.errors import InvalidInput
 from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 from service.serving import rows as row_ops
-from service.serving.images import (DECODE_SIGNATURE, IMAGE_SIGNATURES, PIXELS_SIGNATURE, EncodedImage,
-                                    ImagePipeline, is_image_model)
+from service.serving.images import IMAGE_SIGNATURES, EncodedImage, ImagePipeline, is_image_model
+from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE, PREPROCESS_SIGNATURE
 
 IMAGES_QUEUE = PIXELS_SIGNATURE  # an image model's ``pixels`` batcher also takes encoded images
 
@@ -101,7 +101,7 @@ class ServedVersion:
         info = self.model.signature(signature)
         if self.images and signature in IMAGE_SIGNATURES:
             outputs = await self.classify_images(self.images.images_from(signature, info, inputs), deadline=deadline)
-        elif self.images and signature == DECODE_SIGNATURE:
+        elif self.images and signature == PREPROCESS_SIGNATURE:
             await asyncio.to_thread(self.images.check_request, signature, inputs)  # the graph decodes: check first
             outputs = await asyncio.to_thread(self.model.run, signature, inputs)
         elif info.batchable:
@@ -122,7 +122,7 @@ class ServedVersion:
     async def classify_pixels(self, pixels: np.ndarray, *, deadline: float | None = None) -> dict[str, np.ndarray]:
         """uint8 pixels ``[N, H, W, 3]`` at the model's size -> ``scores`` and ``classes``, through the queue."""
         self._image_pipeline().check_pixels(pixels)
-        rows = await self._batcher(IMAGES_QUEUE).submit([{PIXELS_SIGNATURE: p} for p in pixels], deadline=deadline)
+        rows = await self._batcher(IMAGES_QUEUE).submit([{PIXELS_INPUT: p} for p in pixels], deadline=deadline)
         return row_ops.stack_rows(rows)
 
     def check_warmup_record(self, signature: str, inputs: dict[str, np.ndarray]) -> None:

@@ -25,10 +25,10 @@ from service.core.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.stats import StatsWindow
 from service.transport.http.common import json_response, parse_version
+from tlserve.contract import REPORT_DIR
 
 STATIC_DIR = Path(__file__).with_name("console_static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-REPORT_DIR = "assets.extra/report"  # where a tlserve export keeps its evaluation report (DESIGN.md layout)
 REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown", ".png": "image/png"}
 REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Nothing is loaded from outside the server; report images arrive as blob: URLs, report.html's as data: URIs.
