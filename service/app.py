@@ -160,7 +160,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app.state.runtime = runtime
     inference, limit = runtime.inference, settings.max_body_bytes
     app.include_router(tfserving.build_router(inference, limit))
-    app.include_router(v2.build_router(inference, limit, server_version()))
+    app.include_router(v2.build_router(inference, limit, server_version(), runtime.ready))
     app.include_router(classify.build_router(inference, limit))
     app.include_router(console.build_router(runtime.repository, runtime.metrics))
 

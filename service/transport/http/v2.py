@@ -25,7 +25,8 @@ def _tensor_meta(spec) -> dict:
             "shape": [-1 if d is None else d for d in (spec.shape or ())]}
 
 
-def build_router(inference: InferenceService, max_body_bytes: int, server_version: str) -> APIRouter:
+def build_router(inference: InferenceService, max_body_bytes: int, server_version: str, server_ready) -> APIRouter:
+    """``server_ready()``: the server's one readiness rule (the Runtime's: /readyz and gRPC use it too)."""
     router = APIRouter(tags=["KServe V2"])
     repository = inference.repository
 
@@ -40,7 +41,7 @@ def build_router(inference: InferenceService, max_body_bytes: int, server_versio
 
     @router.get("/v2/health/ready", summary="Server readiness")
     async def ready(request: Request):
-        ok = repository.ready()
+        ok = server_ready()
         return json_response({"ready": ok}, status_code=200 if ok else 503)
 
     async def model_metadata(request: Request, model: str, version: str | None = None):
