@@ -106,6 +106,7 @@ UNKNOWN = [
     ("DELETE", "/v2/models/half_plus_two/infer", 405),
     ("PUT", "/v1/models/half_plus_two:predict", 405),
     ("GET", "/v2/repository/index", 405),
+    ("POST", "/readyz", 405),  # under BentoML, one of its own routes
 ]
 
 
