@@ -1,7 +1,8 @@
 """Composition root: settings -> repository -> serving -> data plane -> transports. No logic of its own.
 
 ``create_app(settings)`` gives an ASGI app that plain uvicorn can run (the tests do); the BentoML service
-mounts the same app and drives its ``Runtime`` from BentoML's start-up and shutdown hooks.
+mounts the same app and drives its ``Runtime`` through the one ``Lifecycle`` (service/lifecycle.py) from
+BentoML's start-up and shutdown hooks, as tlserve-model-server does around its own uvicorn.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.codec.images import ImageLimits
 from service.auth import AuthPolicy
 from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
+from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
 from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
@@ -130,17 +132,18 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,
                manage_lifecycle: bool = True) -> FastAPI:
-    """The HTTP app. With ``manage_lifecycle`` its lifespan starts and stops the runtime (plain uvicorn);
-    BentoML passes False and drives the runtime from its own hooks."""
+    """The HTTP app. With ``manage_lifecycle`` its lifespan runs the runtime's ``Lifecycle`` (plain uvicorn, the
+    tests); BentoML's hooks and tlserve-model-server run it themselves (service/lifecycle.py) and pass False."""
     runtime = runtime or build_runtime(settings, registry)
 
     @asynccontextmanager
     async def lifespan(_app):
-        if manage_lifecycle:
-            await runtime.start()
+        lifecycle = Lifecycle(runtime) if manage_lifecycle else None
+        if lifecycle:
+            await lifecycle.start()
         yield
-        if manage_lifecycle:
-            await runtime.stop()
+        if lifecycle:
+            await lifecycle.stop()
 
     app = FastAPI(title="tlserve", version=server_version(), lifespan=lifespan,
                   description="TF Serving REST, KServe V2 and /classify for fine-tuned image classifiers")

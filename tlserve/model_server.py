@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,26 +263,18 @@ def _batching(enabled: bool, parameters_file: str, load) -> dict[str, object]:
 
 
 async def serve(settings) -> None:
-    """Run until SIGTERM/SIGINT: REST (when its port is set) and gRPC in this process."""
-    import uvicorn
-
+    """Run until SIGTERM/SIGINT: REST (when its port is set) and gRPC in this process, through the same lifecycle
+    as `tlserve serve` (drain delay, grace, readiness; service/lifecycle.py)."""
     from service.app import build_runtime, create_app
+    from service.lifecycle import serve as serve_runtime
 
+    runtime = build_runtime(settings)
+    app = None
     if settings.http_port:
-        app = create_app(settings)
+        app = create_app(settings, runtime=runtime, manage_lifecycle=False)
         print(f"tlserve-model-server: Exporting HTTP/REST API at {settings.http_host}:{settings.http_port}",
               file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                               log_level="warning", timeout_graceful_shutdown=10))
-        await server.serve()
-        return
-    runtime = build_runtime(settings)
-    await runtime.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runtime.stop()
+    await serve_runtime(runtime, app)
 
 
 def main(argv: list[str] | None = None) -> int:
