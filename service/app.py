@@ -57,6 +57,7 @@ class Runtime:
     metrics: Metrics
     repository: ModelRepository
     dataplane: RepositoryDataPlane
+    auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
     grpc: GrpcServer | None = None
     started: bool = False
@@ -72,7 +73,7 @@ class Runtime:
             await self.repository.start()
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
-                                                    auth=AuthPolicy.from_settings(s), server_version=server_version())
+                                                    auth=self.auth, server_version=server_version())
 
     async def drain(self) -> None:
         """The first step of a graceful shutdown: readiness false on HTTP and gRPC health; requests still served."""
@@ -126,7 +127,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when)
-    runtime = Runtime(settings, metrics, repository, dataplane)
+    runtime = Runtime(settings, metrics, repository, dataplane, auth=AuthPolicy.from_settings(settings))
     return runtime
 
 
@@ -188,9 +189,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     for path in dict.fromkeys(["/metrics", settings.prometheus_path or "/metrics"]):
         app.add_api_route(path, metrics, methods=["GET"], include_in_schema=False)
 
-    auth = AuthPolicy.from_settings(settings)
-    if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
-        app.add_middleware(BearerAuth, policy=auth)
+    if runtime.auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
+        app.add_middleware(BearerAuth, policy=runtime.auth)
     app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests,
                        closing=lambda: runtime.dataplane.draining)
     return app

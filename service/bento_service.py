@@ -17,7 +17,6 @@ import sys
 import bentoml
 
 from service.app import build_runtime, create_app
-from service.auth import AuthPolicy
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.transport.http.auth import BearerAuth
@@ -93,6 +92,5 @@ class JsonRoutingErrors:
 
 
 TlServe.add_asgi_middleware(JsonRoutingErrors)
-_auth = AuthPolicy.from_settings(settings)
-if _auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
-    TlServe.add_asgi_middleware(BearerAuth, policy=_auth)
+if runtime.auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
+    TlServe.add_asgi_middleware(BearerAuth, policy=runtime.auth)
