@@ -19,6 +19,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 
 from service.codec import dtypes
 from service.codec.dtypes import is_b64_object, to_json_value
+from service.codec.json_body import load_object
 from service.core.errors import InternalError, InvalidInput, NotFound
 from service.core.tensors import SignatureInfo, TensorSpec
 
@@ -48,7 +49,7 @@ def parse_predict(body: bytes | str, input_specs: Callable[[str], dict[str, Tens
     ``input_specs(signature_name)`` gives the signature's inputs (its ``NotFound`` for an unknown signature
     propagates). Every problem with the body is ``InvalidInput``.
     """
-    doc = _load_object(body)
+    doc = load_object(body)
     signature_name = _signature_name(doc)
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput('request body must have exactly one of "instances" (row format) or "inputs" '
@@ -156,7 +157,7 @@ def parse_examples(body: bytes | str) -> ExamplesRequest:
 
     Checks the structure only; feature values are checked by ``examples_to_serialized``.
     """
-    doc = _load_object(body)
+    doc = load_object(body)
     signature_name = _signature_name(doc)
     examples = doc.get("examples")
     if not isinstance(examples, list) or not examples:
@@ -283,20 +284,6 @@ def format_regress(values: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- JSON
-
-
-def _load_object(body: bytes | str) -> dict:
-    if not body:
-        raise InvalidInput("request body is empty")
-    try:
-        doc = json.loads(body)
-    except RecursionError:
-        raise InvalidInput("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-        raise InvalidInput(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return doc
 
 
 def _signature_name(doc: dict) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from service.codec import dtypes
+from service.codec.json_body import load_object
 from service.core.errors import InvalidInput
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
@@ -90,7 +91,7 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
     means the whole body is JSON. Every client mistake raises ``InvalidInput`` naming the field or tensor.
     """
     json_end = _json_end(body, header_length)
-    doc = _load_json(body[:json_end])
+    doc = load_object(body[:json_end])
     binary = memoryview(body)[json_end:]
 
     request_id = doc.get("id")
@@ -171,16 +172,6 @@ def _json_end(body: bytes, header_length: int | str | None) -> int:
     if header_length > len(body):
         raise InvalidInput(f"Inference-Header-Content-Length {header_length} exceeds the body length {len(body)}")
     return header_length
-
-
-def _load_json(raw: bytes) -> dict:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:  # includes UnicodeDecodeError
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return doc
 
 
 def _parameters(obj: dict, where: str) -> dict:

@@ -94,9 +94,9 @@ def test_invalid_json_requests(doc, message):
 
 @pytest.mark.parametrize("body, message", [
     (b"[1, 2]", "JSON object"),
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe\x00", "not valid JSON"),
-    (b"", "not valid JSON"),
+    (b"{not json", "invalid JSON"),
+    (b"\xff\xfe\x00", "invalid JSON: request body is not valid UTF-8"),
+    (b"", "request body is empty"),
 ])
 def test_body_that_is_not_a_json_object(body, message):
     with pytest.raises(InvalidInput, match=message):
@@ -214,7 +214,7 @@ def test_bad_header_length(length, message):
 
 def test_header_length_that_cuts_the_json_is_invalid():
     body, length = body_of(_one_fp32(8), b"\x00" * 8)
-    with pytest.raises(InvalidInput, match="not valid JSON"):
+    with pytest.raises(InvalidInput, match="invalid JSON"):
         parse_infer(body, length - 1)
 
 

@@ -17,6 +17,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from service.codec.json_body import load_json
 from service.core.errors import INTERNAL, InvalidInput, NotFound, ServiceError, TooLarge, Unavailable
 from service.observability.metrics import Metrics
 
@@ -169,13 +170,8 @@ class RequestAccounting:
 
 
 def parse_json(body: bytes):
-    """JSON body or a 400 that says where it broke."""
-    if not body:
-        raise InvalidInput("empty request body; expected JSON")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"invalid JSON: {exc}") from exc
+    """JSON body or a 400 that says where it broke (the codec's one loader)."""
+    return load_json(body)
 
 
 def json_response(payload, status_code: int = 200) -> Response:

@@ -1,0 +1,88 @@
+"""The one JSON loader of request bodies (service/codec/json_body.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from service.codec.json_body import MAX_DEPTH, load_json, load_object, nesting_depth
+from service.core.errors import InvalidInput
+
+
+def nested(depth: int, inner: str = "1") -> bytes:
+    return ("[" * depth + inner + "]" * depth).encode()
+
+
+@pytest.mark.parametrize("body, depth", [
+    (b"1", 0), (b'"[[["', 0), (b"[]", 1), (b"{}", 1), (b'{"a": [1, {"b": []}]}', 4),
+    (b'[1, "]]]]", ["[\\"["]]', 2),  # brackets (and escaped quotes) inside strings do not count
+    (b"[[], [], [[]]]", 3), (nested(500), 500),
+])
+def test_nesting_depth(body, depth):
+    assert nesting_depth(body) == depth
+    if depth < 200:  # what a recursive check can walk
+        assert depth == _depth(json.loads(body))
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def test_max_depth_is_allowed_one_more_is_refused():
+    assert load_json(nested(MAX_DEPTH)) is not None
+    with pytest.raises(InvalidInput, match=rf"nested too deeply \({MAX_DEPTH + 1} levels; at most {MAX_DEPTH}\)"):
+        load_json(nested(MAX_DEPTH + 1))
+
+
+@pytest.mark.parametrize("body", [nested(5000), nested(200_000), b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                  b"[" * 100_000])  # the last is also unterminated: still "too deep", a 400
+def test_deep_bodies_are_invalid_input_not_recursion_errors(body):
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        load_json(body)
+
+
+def test_deep_text_inside_a_string_is_only_text():
+    text = "[" * 10_000
+    assert load_json(json.dumps({"s": text}).encode()) == {"s": text}
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"", "request body is empty"),
+    (b"{nope", "invalid JSON: Expecting property name"),
+    (b'{"a": "\xff"}', "invalid JSON: request body is not valid UTF-8"),
+    ('{"a": 1'.encode("utf-16"), "invalid JSON"),  # JSON bodies are UTF-8 (RFC 8259), as TF Serving reads them
+    (b"[1, 2] x", "invalid JSON: Extra data"),
+    (b"[1, 2,]", "invalid JSON"),
+    (b"inf", "invalid JSON"),
+])
+def test_malformed_bodies(body, message):
+    with pytest.raises(InvalidInput, match=message):
+        load_json(body)
+
+
+def test_nan_and_infinities_are_read_as_tf_serving_writes_them():
+    values = load_json(b"[NaN, Infinity, -Infinity, 1e400]")
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf, math.inf]
+
+
+def test_a_utf8_byte_order_mark_is_tolerated_and_str_bodies_are_taken_as_they_are():
+    assert load_json(b"\xef\xbb\xbf{\"a\": 1}") == {"a": 1}
+    assert load_json('{"a": "\u00e9"}') == {"a": "\u00e9"}
+    assert load_json(memoryview(b"[1]")) == [1]
+
+
+def test_what_names_the_body():
+    with pytest.raises(InvalidInput, match="^header is empty"):
+        load_json(b"", what="header")
+
+
+def test_load_object():
+    assert load_object(b'{"a": [1]}') == {"a": [1]}
+    with pytest.raises(InvalidInput, match="request body must be a JSON object"):
+        load_object(b"[1]")
