@@ -13,8 +13,6 @@ JSON conventions shared by the codecs:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import sys
@@ -26,6 +24,7 @@ import numpy as np
 # tensorflow.core is a package of `tensorflow`, so this still runs tensorflow/__init__; it is what TF offers.
 from tensorflow.core.framework import types_pb2
 
+from service.codec.b64 import b64_object, decode_b64, is_b64_object
 from service.core.errors import InvalidInput
 
 
@@ -110,34 +109,6 @@ def by_numpy(dtype: Any) -> DType:
     if found is None:
         raise InvalidInput(f"unsupported numpy dtype {dtype}")
     return found
-
-
-# ---------------------------------------------------------------------------------------------------- base64
-
-
-def is_b64_object(value: Any) -> bool:
-    """True for TF Serving's binary value ``{"b64": "<string>"}`` (exactly that one key, holding a string)."""
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
-
-
-def b64_object(data: bytes) -> dict:
-    """``data`` as TF Serving's ``{"b64": ...}`` JSON value."""
-    return {"b64": base64.b64encode(data).decode("ascii")}
-
-
-def decode_b64(text: str, where: str = "value") -> bytes:
-    """Decodes standard base64 strictly: any character outside the alphabet is ``InvalidInput``.
-
-    Line breaks and spaces are dropped first (``base64`` on the command line wraps its output), and missing ``=``
-    padding is restored, as TF Serving's decoder tolerates it.
-    """
-    compact = "".join(text.split())
-    if len(compact) % 4:
-        compact += "=" * (-len(compact) % 4)
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
-        raise InvalidInput(f"{where}: invalid base64 ({exc})") from None
 
 
 # ------------------------------------------------------------------------------------------- JSON -> numpy

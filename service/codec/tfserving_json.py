@@ -18,7 +18,8 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
 from service.codec import dtypes
-from service.codec.dtypes import is_b64_object, to_json_value
+from service.codec.b64 import decode_b64, is_b64_object
+from service.codec.dtypes import to_json_value
 from service.codec.json_body import load_object
 from service.core.errors import InternalError, InvalidInput, NotFound
 from service.core.tensors import SignatureInfo, TensorSpec
@@ -213,7 +214,7 @@ def _feature(value: Any, where: str) -> feature_pb2.Feature:
         feature.float_list.value.extend(items)
     else:
         feature.bytes_list.value.extend(
-            dtypes.decode_b64(v["b64"], where) if isinstance(v, dict) else v.encode("utf-8") for v in items)
+            decode_b64(v["b64"], where) if isinstance(v, dict) else v.encode("utf-8") for v in items)
     return feature
 
 
