@@ -94,13 +94,22 @@ class _Context:
         return None
 
 
+class _Unreached:
+    """An inference façade that must not be called: the request fails while it is decoded."""
+
+    def __getattr__(self, name):
+        def unreached(*args, **kwargs):
+            raise AssertionError(f"inference.{name} called")
+        return unreached
+
+
 class _Metrics:
     def observe_request(self, *args):
         pass
 
 
 def _grpc_v2_code(method: str, request) -> tuple[grpc.StatusCode, str]:
-    servicer = grpc_v2.InferenceServicer(inference=None, metrics=_Metrics(), ready=lambda: True, server_version="0")
+    servicer = grpc_v2.InferenceServicer(inference=_Unreached(), metrics=_Metrics(), ready=lambda: True, server_version="0")
     context = _Context()
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(getattr(servicer, method)(request, context))

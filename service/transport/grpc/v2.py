@@ -8,6 +8,7 @@ import numpy as np
 
 from service.codec import dtypes
 from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
+from service.codec.version import parse_version
 from service.core.errors import InvalidInput
 from service.core.inference import InferenceService, Target
 from service.repository.manager import AVAILABLE
@@ -21,14 +22,6 @@ _CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "in
                    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
                    "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
                    "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-
-
-def _version(raw: str) -> int | None:
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidInput(f"model_version '{raw}' is not a version number")
-    return int(raw)
 
 
 def _input_array(tensor, raw: bytes | None) -> np.ndarray:
@@ -76,7 +69,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_ready")
     async def ModelReady(self, request, context):
         describe(model=request.name)
-        target = Target(request.name, _version(request.version))
+        target = Target(request.name, parse_version(request.version))
         self.inference.repository.spec(request.name)  # unknown model: NOT_FOUND, not "not ready"
         try:
             self.inference.resolve(target)
@@ -94,7 +87,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
         describe(model=request.name)
-        served, signatures = self.inference.signatures(Target(request.name, _version(request.version)))
+        served, signatures = self.inference.signatures(Target(request.name, parse_version(request.version)))
         signature = signatures.get("serving_default") or next(iter(signatures.values()))
         response = pb.ModelMetadataResponse(name=request.name, platform="tensorflow_savedmodel")
         response.versions.extend(str(s.number) for s in self.inference.status(request.name) if s.state == AVAILABLE)
@@ -118,7 +111,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         signature = "serving_default"
         if "signature_name" in request.parameters:
             signature = request.parameters["signature_name"].string_param
-        target = Target(request.model_name, _version(request.model_version))
+        target = Target(request.model_name, parse_version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
         served, outputs = await self.inference.predict(target, signature, inputs, output_filter=wanted,
                                                        deadline=self.inference.deadline(timeout_of(context)))
