@@ -30,12 +30,14 @@ from service.core.errors import InvalidInput
 
 @dataclass(frozen=True)
 class DType:
-    """One tensor element type under all its names."""
+    """One tensor element type under all its names, one column per wire field that carries it."""
 
     name: str  # canonical: the KServe V2 datatype name
     tf_enum: int  # tensorflow.core.framework.types_pb2 value, e.g. types_pb2.DT_FLOAT
     tf_name: str  # "DT_FLOAT"
     numpy: np.dtype  # BYTES -> np.dtype(object), holding python bytes
+    tf_field: str  # the TensorProto typed value field TF fills for it (Tensor::AsProtoField): "float_val", ...
+    v2_contents: str | None  # the V2 gRPC InferTensorContents field; None: only raw contents carry it
 
     @property
     def is_integer(self) -> bool:
@@ -46,24 +48,26 @@ class DType:
         return self.name in _FLOAT_NAMES
 
 
-def _dtype(name: str, tf_name: str, numpy_type: Any) -> DType:
-    return DType(name, types_pb2.DataType.Value(tf_name), tf_name, np.dtype(numpy_type))
+def _dtype(name: str, tf_name: str, numpy_type: Any, tf_field: str, v2_contents: str | None) -> DType:
+    return DType(name, types_pb2.DataType.Value(tf_name), tf_name, np.dtype(numpy_type), tf_field, v2_contents)
 
 
-BOOL = _dtype("BOOL", "DT_BOOL", np.bool_)
-UINT8 = _dtype("UINT8", "DT_UINT8", np.uint8)
-UINT16 = _dtype("UINT16", "DT_UINT16", np.uint16)
-UINT32 = _dtype("UINT32", "DT_UINT32", np.uint32)
-UINT64 = _dtype("UINT64", "DT_UINT64", np.uint64)
-INT8 = _dtype("INT8", "DT_INT8", np.int8)
-INT16 = _dtype("INT16", "DT_INT16", np.int16)
-INT32 = _dtype("INT32", "DT_INT32", np.int32)
-INT64 = _dtype("INT64", "DT_INT64", np.int64)
-FP16 = _dtype("FP16", "DT_HALF", np.float16)
-FP32 = _dtype("FP32", "DT_FLOAT", np.float32)
-FP64 = _dtype("FP64", "DT_DOUBLE", np.float64)
-BF16 = _dtype("BF16", "DT_BFLOAT16", ml_dtypes.bfloat16)
-BYTES = _dtype("BYTES", "DT_STRING", object)
+# half_val holds FP16 and BF16 as their 16-bit patterns; V2 carries them only as raw contents.
+#               V2 name   TF name        numpy               TensorProto   V2 gRPC contents
+BOOL   = _dtype("BOOL",   "DT_BOOL",     np.bool_,           "bool_val",   "bool_contents")
+UINT8  = _dtype("UINT8",  "DT_UINT8",    np.uint8,           "int_val",    "uint_contents")
+UINT16 = _dtype("UINT16", "DT_UINT16",   np.uint16,          "int_val",    "uint_contents")
+UINT32 = _dtype("UINT32", "DT_UINT32",   np.uint32,          "uint32_val", "uint_contents")
+UINT64 = _dtype("UINT64", "DT_UINT64",   np.uint64,          "uint64_val", "uint64_contents")
+INT8   = _dtype("INT8",   "DT_INT8",     np.int8,            "int_val",    "int_contents")
+INT16  = _dtype("INT16",  "DT_INT16",    np.int16,           "int_val",    "int_contents")
+INT32  = _dtype("INT32",  "DT_INT32",    np.int32,           "int_val",    "int_contents")
+INT64  = _dtype("INT64",  "DT_INT64",    np.int64,           "int64_val",  "int64_contents")
+FP16   = _dtype("FP16",   "DT_HALF",     np.float16,         "half_val",   None)
+FP32   = _dtype("FP32",   "DT_FLOAT",    np.float32,         "float_val",  "fp32_contents")
+FP64   = _dtype("FP64",   "DT_DOUBLE",   np.float64,         "double_val", "fp64_contents")
+BF16   = _dtype("BF16",   "DT_BFLOAT16", ml_dtypes.bfloat16, "half_val",   None)
+BYTES  = _dtype("BYTES",  "DT_STRING",   object,             "string_val", "bytes_contents")
 
 DTYPES: tuple[DType, ...] = (BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64,
                              BF16, BYTES)
