@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 
 import pytest
 
+from service.codec import dtypes, tfserving_json
 from service.codec.b64 import b64_object, decode_b64, encode_b64, is_b64_object
 from service.core.errors import InvalidInput
+from service.core.tensors import TensorSpec
+from service.transport.http import classify
 
 ACCEPTED = {
     "aGVsbG8=": b"hello", "aGVsbG8": b"hello",  # padding complete or left out
@@ -50,3 +54,34 @@ def test_round_trip_of_every_length_and_the_command_line_wrapping():
 def test_b64_objects():
     assert b64_object(b"\xff") == {"b64": "/w=="}
     assert is_b64_object({"b64": "AA=="}) and not is_b64_object({"b64": 1}) and not is_b64_object({"b64": "", "x": 1})
+
+
+# --------------------------------------------------- both paths decode alike (issue 13: /classify had its own)
+
+def _tfserving(text: str) -> bytes:
+    request = tfserving_json.parse_predict(json.dumps({"instances": [{"b64": text}]}),
+                                           lambda _: {"x": TensorSpec("x", dtypes.BYTES, (None,))})
+    return request.inputs["x"][0]
+
+
+def _classify(text: str) -> bytes:
+    return classify._from_json(json.dumps({"images": [text]}).encode())[2][0]
+
+
+@pytest.mark.parametrize("decode", [_tfserving, _classify], ids=["tfserving b64 object", "/classify"])
+@pytest.mark.parametrize("text, data", ACCEPTED.items())
+def test_accepted_alike_on_every_path(decode, text, data):
+    assert decode(text) == data
+
+
+@pytest.mark.parametrize("decode", [_tfserving, _classify], ids=["tfserving b64 object", "/classify"])
+@pytest.mark.parametrize("text", REFUSED)
+def test_refused_alike_on_every_path(decode, text):
+    with pytest.raises(InvalidInput, match="invalid base64"):
+        decode(text)
+
+
+def test_an_unpadded_image_reads_the_same_on_both_paths():
+    data = bytes(range(256)) * 3 + b"x"  # 769 bytes: base64 needs one '=' of padding
+    text = base64.b64encode(data).decode().rstrip("=")
+    assert _tfserving(text) == _classify(text) == data

@@ -7,8 +7,11 @@ import math
 
 import pytest
 
+from service.codec import dtypes, tfserving_json, v2
 from service.codec.json_body import MAX_DEPTH, load_json, load_object, nesting_depth
 from service.core.errors import InvalidInput
+from service.core.tensors import TensorSpec
+from service.transport.http import classify
 
 
 def nested(depth: int, inner: str = "1") -> bytes:
@@ -86,3 +89,40 @@ def test_load_object():
     assert load_object(b'{"a": [1]}') == {"a": [1]}
     with pytest.raises(InvalidInput, match="request body must be a JSON object"):
         load_object(b"[1]")
+
+
+# ------------------------------------------------------------- every body goes through it (issue 13: they drifted)
+
+DEEP = b"[" * 5000 + b"]" * 5000  # ~10 KB: deeper than the interpreter's recursion limit
+
+
+def _predict(body: bytes):
+    return tfserving_json.parse_predict(body, lambda _: {"x": TensorSpec("x", dtypes.FP32, (None,))})
+
+
+def _v2_infer(body: bytes):
+    return v2.parse_infer(body, None)
+
+
+def _classify(body: bytes):
+    return classify._from_json(body)
+
+
+LOADERS = [_predict, tfserving_json.parse_examples, _v2_infer, _classify]
+
+
+@pytest.mark.parametrize("load", LOADERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("body", [DEEP, b'{"inputs": ' + DEEP + b"}", b'{"a": ' * 3000 + b"1" + b"}" * 3000],
+                         ids=["deep list", "deep in an object", "deep objects"])
+def test_deep_json_is_invalid_input_on_every_path(load, body):
+    # It was InvalidInput from :predict and :classify/:regress, a RecursionError (500) from V2 and /classify.
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        load(body)
+
+
+@pytest.mark.parametrize("load", LOADERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("body", [b"", b"{nope", b'{"a": "\xff"}', b"\xef\xbb\xbf\xff"],
+                         ids=["empty", "malformed", "invalid utf-8", "bom then garbage"])
+def test_malformed_json_is_invalid_input_on_every_path(load, body):
+    with pytest.raises(InvalidInput):
+        load(body)

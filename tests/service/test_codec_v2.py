@@ -7,6 +7,7 @@ import json
 import struct
 from types import SimpleNamespace
 
+import grpc
 import ml_dtypes
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from service.codec.v2 import (binary_output_names, check_shape, decode_bytes_ele
                               output_array, parse_infer, raw_output)
 from service.core.errors import InvalidInput
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
+from tests.service.servicer_calls import v2_failure
 
 
 def body_of(doc: dict, *binary: bytes) -> tuple[bytes, int | None]:
@@ -399,3 +401,16 @@ def test_output_array_makes_strings_bytes():
     array, dtype = output_array(np.array(["é", "b"]))
     assert dtype is dtypes.BYTES and array.dtype == object and array.tolist() == ["é".encode(), b"b"]
     assert raw_output(np.array([b"ab"]))[1] == encode_bytes_elements([b"ab"])
+
+
+def test_raw_bool_bytes_other_than_0_and_1_are_refused_over_rest_and_grpc():
+    # Issue 13: REST refused them, gRPC's own decoder took any byte as a bool.
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "BOOL", "shape": [2],
+                                     "parameters": {"binary_data_size": 2}}]}).encode()
+    with pytest.raises(InvalidInput, match="0 or 1"):
+        parse_infer(header + b"\x02\x07", len(header))
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="BOOL", shape=[2])
+    request.raw_input_contents.append(b"\x02\x07")
+    code, details = v2_failure("ModelInfer", request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "0 or 1" in details, (code, details)
