@@ -25,6 +25,7 @@ import numpy as np
 from tensorflow.core.framework import types_pb2
 
 from service.codec.b64 import b64_object, decode_b64, is_b64_object
+from service.codec.json_body import overflowed
 from service.core.errors import InvalidInput
 
 
@@ -119,14 +120,16 @@ def by_numpy(dtype: Any) -> DType:
 
 
 def to_numpy(values: Any, dtype: DType, shape: Any = None, *, where: str = "value",
-             b64_objects: bool = False) -> np.ndarray:
+             b64_objects: bool = False, from_json: bool = False) -> np.ndarray:
     """Converts a JSON value (a scalar or nested lists) to an array of ``dtype``, checking every element.
 
     Nested lists must be regular (not ragged); booleans are only for BOOL, integers for integer and float dtypes
     (within the dtype's range), other numbers only for float dtypes, and strings only for BYTES (UTF-8 encoded;
     python ``bytes`` are taken as they are, and ``{"b64": ...}`` objects are decoded when ``b64_objects``).
-    With ``shape``, the values (flat or nested) are reshaped to it. Every failure is ``InvalidInput`` whose message
-    starts with ``where`` and the index of the offending element, e.g. ``instances[3][1]: ...``.
+    With ``shape``, the values (flat or nested) are reshaped to it. ``from_json``: the values come from
+    ``json_body.load_json``, so an infinity that is not an ``Infinity`` token is a number literal too large for a
+    double, refused as TF Serving refuses it. Every failure is ``InvalidInput`` whose message starts with
+    ``where`` and the index of the offending element, e.g. ``instances[3][1]: ...``.
     """
     if isinstance(values, np.ndarray):
         values = values.tolist()
@@ -152,7 +155,7 @@ def to_numpy(values: Any, dtype: DType, shape: Any = None, *, where: str = "valu
     elif dtype.is_integer:
         array = _to_integers(grid, flat, dtype, where)
     elif dtype.is_float:
-        array = _to_floats(grid, flat, dtype, where)
+        array = _to_floats(grid, flat, dtype, where, from_json)
     else:
         array = grid.astype(dtype.numpy)
     return array if shape is None else _reshape(array, shape, where)
@@ -200,7 +203,7 @@ def _to_integers(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -
     return grid.astype(dtype.numpy)
 
 
-def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -> np.ndarray:
+def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str, from_json: bool) -> np.ndarray:
     try:
         wide = grid.astype(np.float64)
     except OverflowError:  # a python int beyond float64
@@ -208,6 +211,12 @@ def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -> 
     if wide is not None:
         with np.errstate(over="ignore"):
             array = wide.astype(dtype.numpy)
+        infinite = np.isinf(wide).ravel() if from_json else None
+        if infinite is not None and infinite.any():  # Infinity tokens, or a literal too large (1e999): refused
+            for i in np.flatnonzero(infinite):
+                if overflowed(flat[i]):
+                    raise InvalidInput(f"{where}{_index(grid.shape, int(i))}: a number too large for a double "
+                                       "(write Infinity for infinity)")
         # A finite number that became infinite did not fit the dtype: refuse it rather than send inf to the model.
         overflow = np.isinf(array.astype(np.float64)) & np.isfinite(wide)
         if not overflow.any():

@@ -5,11 +5,17 @@ than ``MAX_DEPTH``. Depth is measured before parsing and without recursion: ``js
 ``RecursionError`` a few thousand levels down (where it does depends on the stack already in use), and the code
 that walks a parsed document recurses too. ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats, as TF
 Serving's parser (rapidjson with ``kParseNanAndInfFlag``) reads them and as it writes them in answers.
+
+A number literal too large for a double (``1e999``) is a parse error in rapidjson ("Number too big to be stored
+in double"); Python's parser makes it infinity. Finding such literals in the text costs as much as parsing, so
+the loader marks the ``Infinity`` tokens instead (they are two known objects) and the codecs that take floats
+refuse any other infinity they meet: ``overflowed(value)``, checked only where a value is infinite.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -25,6 +31,12 @@ _NOT_BRACKET_OR_QUOTE = bytes(b for b in range(256) if b not in b'[]{}"')
 # An opening bracket becomes the int8 +1, a closing one -1 (0xff): a skeleton's running sum is the depth.
 _STEP = bytes(1 if b in b"[{" else 0xFF if b in b"]}" else 0 for b in range(256))
 _BOM = b"\xef\xbb\xbf"
+
+# The Infinity tokens' values: these objects and no others (identity, not equality, tells them apart).
+INFINITY = float("inf")
+NEGATIVE_INFINITY = float("-inf")
+_DECODER = json.JSONDecoder(parse_constant={"NaN": math.nan, "Infinity": INFINITY,
+                                            "-Infinity": NEGATIVE_INFINITY}.__getitem__)
 
 
 def nesting_depth(body: bytes) -> int:
@@ -63,11 +75,19 @@ def load_json(body: bytes | str, *, what: str = "request body") -> Any:
     if depth > MAX_DEPTH:
         raise InvalidInput(f"invalid JSON: nested too deeply ({depth} levels; at most {MAX_DEPTH})")
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except RecursionError:  # not reached after the depth check; kept so that it can never be a 500
         raise InvalidInput("invalid JSON: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError
         raise InvalidInput(f"invalid JSON: {exc}") from None
+
+
+def overflowed(value: Any) -> bool:
+    """For a value from ``load_json``: True for the infinity that a number literal too large for a double became
+    (``1e999``), which TF Serving refuses as it parses; False for the ``Infinity`` tokens and every other value.
+    (Any infinity not made by ``load_json`` counts as overflowed: ask only about JSON values.)"""
+    return (type(value) is float and math.isinf(value) and value is not INFINITY
+            and value is not NEGATIVE_INFINITY)
 
 
 def load_object(body: bytes | str, *, what: str = "request body") -> dict:

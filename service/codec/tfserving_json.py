@@ -20,7 +20,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from service.codec import dtypes
 from service.codec.b64 import decode_b64, is_b64_object
 from service.codec.dtypes import to_json_value
-from service.codec.json_body import load_object
+from service.codec.json_body import load_object, overflowed
 from service.core.errors import InternalError, InvalidInput, NotFound
 from service.core.tensors import SignatureInfo, TensorSpec
 
@@ -120,7 +120,7 @@ def _to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     not hold it against the signature (TF Serving answers ``{"instances": [2.0, 3.0, 4.0]}`` for an input of shape
     [-1, 1]); the model refuses what it cannot compute, and that refusal is the client's 400."""
     try:
-        return dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True)
+        return dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True, from_json=True)
     except InvalidInput as exc:
         raise InvalidInput(f"input '{spec.name}': {exc.message}") from None
 
@@ -227,6 +227,8 @@ def _feature_kind(item: Any, where: str) -> str:
             raise InvalidInput(f"{where}: {item} is out of range for an int64 feature")
         return "int64"
     if isinstance(item, float):
+        if overflowed(item):
+            raise InvalidInput(f"{where}: a number too large for a double (write Infinity for infinity)")
         if math.isfinite(item) and abs(item) > _FLOAT32_MAX:  # would silently become inf in a float_list
             raise InvalidInput(f"{where}: {item!r} is out of range for a float feature")
         return "float"

@@ -291,7 +291,7 @@ def _tensor_header(raw: Any, index: int) -> tuple[str, dtypes.DType, list[int], 
 
 def _json_tensor(values: Any, dtype: dtypes.DType, shape: list[int], name: str) -> np.ndarray:
     # to_numpy checks every element against the dtype (BYTES: strings, utf-8 encoded) and the count against shape.
-    return dtypes.to_numpy(values, dtype, shape, where=f"input '{name}'")
+    return dtypes.to_numpy(values, dtype, shape, where=f"input '{name}'", from_json=True)
 
 
 def _requested_outputs(doc: dict) -> list[dict]:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from service.codec import dtypes, tfserving_json, v2
-from service.codec.json_body import MAX_DEPTH, load_json, load_object, nesting_depth
+from service.codec.json_body import MAX_DEPTH, load_json, load_object, nesting_depth, overflowed
 from service.core.errors import InvalidInput
 from service.core.tensors import TensorSpec
 from service.transport.http import classify
@@ -126,3 +126,38 @@ def test_deep_json_is_invalid_input_on_every_path(load, body):
 def test_malformed_json_is_invalid_input_on_every_path(load, body):
     with pytest.raises(InvalidInput):
         load(body)
+
+
+# ----------------------------------------------- number literals too large for a double (rapidjson refuses them)
+
+def test_overflowed_tells_a_huge_literal_from_the_infinity_tokens():
+    values = load_json(b"[1e999, -1e999, Infinity, -Infinity, 1.5, NaN, 1" + b"0" * 400 + b".5]")
+    assert [overflowed(v) for v in values] == [True, True, False, False, False, False, True]
+
+
+@pytest.mark.parametrize("field", ["instances", "inputs"])
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "1" + "0" * 400 + ".0"])
+def test_huge_literals_are_refused_by_the_codecs_that_take_numbers(field, literal):
+    # TF Serving answers 400 ("Number too big to be stored in double"); the model never sees an infinity.
+    with pytest.raises(InvalidInput, match="a number too large for a double"):
+        _predict(f'{{"{field}": [1.0, {literal}]}}'.encode())
+    with pytest.raises(InvalidInput, match="a number too large for a double"):
+        tfserving_json.examples_to_serialized(*_examples(f'{{"examples": [{{"x": [{literal}]}}]}}'))
+    body = f'{{"inputs": [{{"name": "x", "datatype": "FP64", "shape": [1], "data": [{literal}]}}]}}'.encode()
+    with pytest.raises(InvalidInput, match=r"^input 'x'\[0\]: a number too large for a double"):
+        _v2_infer(body)
+
+
+def _examples(body: str):
+    request = tfserving_json.parse_examples(body)
+    return request.examples, request.context
+
+
+def test_infinities_not_from_json_are_values():
+    # gRPC's fp32_contents carry infinities as floats: only JSON documents mark their Infinity tokens.
+    assert dtypes.to_numpy([math.inf, 1.0], dtypes.FP32).tolist() == [math.inf, 1.0]
+
+
+def test_infinity_tokens_still_reach_the_model():
+    assert _predict(b'{"instances": [Infinity, -Infinity, NaN]}').inputs["x"].tolist()[:2] == [math.inf, -math.inf]
+    assert tfserving_json.examples_to_serialized(*_examples('{"examples": [{"x": [Infinity]}]}')).size == 1
