@@ -24,11 +24,11 @@ class _Context:
 
 
 class _Unreached:
-    """An inference façade that must not be called: the request fails while it is decoded."""
+    """A data plane that must not be called: the request fails while it is decoded."""
 
     def __getattr__(self, name):
         def unreached(*args, **kwargs):
-            raise AssertionError(f"inference.{name} called")
+            raise AssertionError(f"dataplane.{name} called")
         return unreached
 
 
@@ -39,8 +39,7 @@ class _Metrics:
 
 def v2_failure(method: str, request) -> tuple[grpc.StatusCode, str]:
     """The status code and details that ``inference.GRPCInferenceService/<method>`` aborts ``request`` with."""
-    servicer = grpc_v2.InferenceServicer(inference=_Unreached(), metrics=_Metrics(), ready=lambda: True,
-                                         server_version="0")
+    servicer = grpc_v2.InferenceServicer(dataplane=_Unreached(), metrics=_Metrics(), server_version="0")
     context = _Context()
     with pytest.raises(grpc.aio.AbortError):
         asyncio.run(getattr(servicer, method)(request, context))
