@@ -40,10 +40,34 @@ def plan(gpu_count: int, tf_config: str | None) -> tuple[str, str]:
     return strategy, "mixed_float16" if gpu_count > 0 else "float32"
 
 
+def tf_config_from_indexed_job(environ: dict) -> str | None:
+    """TF_CONFIG for a pod of a Kubernetes Indexed Job (deploy/k8s/training/indexed-job.yaml), or None.
+
+    From ``JOB_COMPLETION_INDEX`` (Kubernetes sets it), ``TLSERVE_TRAIN_WORKERS`` (how many) and
+    ``TLSERVE_TRAIN_WORKER_ADDRESS`` (host:port with ``{index}``, e.g. ``job-{index}.service:2222``).
+    An explicit TF_CONFIG wins; without the three variables there is nothing to build."""
+    if environ.get("TF_CONFIG") or "TLSERVE_TRAIN_WORKERS" not in environ:
+        return None
+    try:
+        workers, index = int(environ["TLSERVE_TRAIN_WORKERS"]), int(environ["JOB_COMPLETION_INDEX"])
+        address = environ["TLSERVE_TRAIN_WORKER_ADDRESS"]
+    except (KeyError, ValueError) as exc:
+        raise ValueError("an Indexed Job worker needs integers TLSERVE_TRAIN_WORKERS and JOB_COMPLETION_INDEX, "
+                         f"and TLSERVE_TRAIN_WORKER_ADDRESS with {{index}}: {exc!r}") from exc
+    if "{index}" not in address or not 0 <= index < workers:
+        raise ValueError(f"TLSERVE_TRAIN_WORKER_ADDRESS {address!r} must contain {{index}}, and "
+                         f"JOB_COMPLETION_INDEX {index} must be below TLSERVE_TRAIN_WORKERS {workers}")
+    cluster = {"worker": [address.replace("{index}", str(i)) for i in range(workers)]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
 def make_strategy() -> tf.distribute.Strategy:
     """Set the precision policy and return the strategy ``plan`` picks for this machine.
 
     Call it before any other TensorFlow op of the process (see the module's note)."""
+    built = tf_config_from_indexed_job(dict(os.environ))
+    if built:
+        os.environ["TF_CONFIG"] = built  # MultiWorkerMirroredStrategy reads it from the environment
     gpus = tf.config.list_physical_devices("GPU")
     strategy, policy = plan(len(gpus), os.environ.get("TF_CONFIG"))
     keras.mixed_precision.set_global_policy(policy)

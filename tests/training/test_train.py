@@ -11,7 +11,7 @@ from PIL import Image
 from tests.conftest import encode
 from tlserve.cli import main
 from training.backbones.registry import get
-from training.distribute import plan
+from training.distribute import plan, tf_config_from_indexed_job
 from training.model import build_classifier, unfreeze_top
 from training.train import TrainConfig, _class_weights
 
@@ -61,6 +61,20 @@ def test_distribution_plan(gpus, tf_config, expected):
 def test_distribution_plan_rejects_bad_tf_config():
     with pytest.raises(ValueError, match="TF_CONFIG"):
         plan(0, "{not json")
+
+
+def test_tf_config_from_an_indexed_job():
+    env = {"JOB_COMPLETION_INDEX": "1", "TLSERVE_TRAIN_WORKERS": "3",
+           "TLSERVE_TRAIN_WORKER_ADDRESS": "tlserve-train-{index}.tlserve-train:2222"}
+    config = json.loads(tf_config_from_indexed_job(env))
+    assert config == {"cluster": {"worker": [f"tlserve-train-{i}.tlserve-train:2222" for i in range(3)]},
+                      "task": {"type": "worker", "index": 1}}
+    assert plan(0, json.dumps(config))[0] == "multi_worker_mirrored"
+    assert tf_config_from_indexed_job({**env, "TF_CONFIG": "{}"}) is None  # an explicit TF_CONFIG wins
+    assert tf_config_from_indexed_job({"JOB_COMPLETION_INDEX": "0"}) is None  # an Indexed Job of another kind
+    for bad in ({"JOB_COMPLETION_INDEX": "3"}, {"TLSERVE_TRAIN_WORKER_ADDRESS": "w:2222"}, {"TLSERVE_TRAIN_WORKERS": "x"}):
+        with pytest.raises(ValueError, match="TLSERVE_TRAIN_WORKER|JOB_COMPLETION_INDEX"):
+            tf_config_from_indexed_job({**env, **bad})
 
 
 def _folder_with_bad_files(root):
