@@ -243,19 +243,20 @@ def _fit_multi_worker(model, train: _Feed, val: _Feed | None, epochs, cfg, strat
 
 
 def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
-          strategy: tf.distribute.Strategy | None = None) -> TrainedModel:
+          strategy: tf.distribute.Strategy | None = None, split: datasets.Split | None = None) -> TrainedModel:
     """Load and split the data, train both phases, and score the test split.
 
     ``strategy`` defaults to :func:`training.distribute.make_strategy`'s choice, made first: a multi-worker
-    strategy can only be created before TensorFlow runs anything."""
+    strategy can only be created before TensorFlow runs anything. ``split`` replaces the stratified split
+    of ``cfg`` (bench/learning_curve.py trains on a few images per class and tests on a fixed split)."""
     cfg.validate()
     strategy = strategy or make_strategy()
     who = distribute.role(strategy)
     started = time.monotonic()
     keras.utils.set_random_seed(cfg.seed)
     data = data or datasets.load_images(cfg.data, min_per_class=cfg.min_per_class)
-    split = datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
-                                   val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+    split = split or datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
+                                            val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     num_classes = len(data.classes)
     pick = lambda idx: ([data.images[i] for i in idx], data.labels[idx])  # noqa: E731
     class_weight = _class_weights(data.labels[split.train], num_classes)

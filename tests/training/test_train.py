@@ -117,3 +117,20 @@ def test_cli_reports_bad_data_as_an_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--name", "x", "--out", str(tmp_path / "m")]) == 2
     assert "at least two classes" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "none"), "--data", "builtin:shapes"]) == 2
+
+
+def test_train_uses_a_given_split(tmp_path):
+    # bench/learning_curve.py trains on a few images per class and scores a fixed test split
+    from training import data as datasets
+    from training.train import train
+
+    data = datasets.load_images("builtin:shapes")
+    test = np.arange(0, len(data.labels), 3)
+    rest = np.arange(len(data.labels)) % 3 != 0
+    chosen = np.concatenate([np.flatnonzero((data.labels == c) & rest)[:5] for c in range(3)])  # 5 per class
+    split = datasets.Split(chosen, np.empty(0, dtype=chosen.dtype), test, 0.25, 0.0, 0)
+    cfg = TrainConfig(data="builtin:shapes", name="s", image_size=32, head_epochs=1, fine_tune_epochs=0,
+                      batch_size=8, val_fraction=0.0, verbose=0)
+    trained = train(cfg, data=data, split=split)
+    assert trained.split is split and trained.test_scores.shape == (len(test), 3)
+    assert trained.histories["phase1"].keys() == {"loss", "accuracy"}  # no validation split: none is made
