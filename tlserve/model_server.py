@@ -16,6 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -101,7 +102,8 @@ def parse_flags(argv: list[str]) -> dict[str, object]:
         i += 1
         if not arg.startswith("-") or arg in ("-", "--"):
             raise UsageError(f"unexpected argument {arg!r}: flags look like --name=value")
-        name, has_value, raw = arg.lstrip("-").partition("=")
+        name, equals, raw = arg.lstrip("-").partition("=")
+        has_value = bool(equals)
         if name in ("help", "helpfull", "h"):
             raise SystemExit(_usage())
         if name == "version":
@@ -159,11 +161,13 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     from service.settings import Settings, SettingsError
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 
-    get = lambda name: values.get(name, FLAGS[name].default)  # noqa: E731 - one-line lookup with default
+    def get(name: str) -> Any:  # Any: each flag's value has the type of its Flag.kind
+        return values.get(name, FLAGS[name].default)
+
     docker = not any(name in values for name in ("model_base_path", "model_config_file", "model_name")) and (
         "MODEL_NAME" in environ or "MODEL_BASE_PATH" in environ)
     rest_port = get("rest_api_port")
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # Settings' keyword arguments
     if docker:
         # TF Serving's Docker entrypoint: --model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME
         name = environ.get("MODEL_NAME", DOCKER_MODEL_NAME)

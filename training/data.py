@@ -237,7 +237,7 @@ def _shapes(per_class: int = 30, size: int = 32):
     """Seeded coloured circles, squares and triangles on contrasting backgrounds."""
     rng = np.random.default_rng(0)
     classes = ["circle", "square", "triangle"]
-    items = []
+    items: list[tuple[str, str, bytes]] = []
     for name in classes:
         for _ in range(per_class):
             background = rng.integers(0, 256, 3)
