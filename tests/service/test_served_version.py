@@ -12,7 +12,7 @@ from service.core.errors import DeadlineExceeded, InvalidInput
 from service.core.served import BatchingSettings, ServedVersion
 from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings, SettingsError
-from tests.service.conftest import TESTDATA
+from tests.conftest import TESTDATA
 
 
 @pytest.fixture(scope="module")
