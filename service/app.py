@@ -1,4 +1,4 @@
-"""Composition root: settings -> repository -> runtime -> inference -> HTTP routes. No logic of its own.
+"""Composition root: settings -> repository -> serving -> data plane -> transports. No logic of its own.
 
 ``create_app(settings)`` gives an ASGI app that plain uvicorn can run (the tests do); the BentoML service
 mounts the same app and drives its ``Runtime`` from BentoML's start-up and shutdown hooks.
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -22,20 +21,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.codec.images import ImageLimits
-from service.core.auth import AuthPolicy
+from service.auth import AuthPolicy
 from service.core.errors import ServiceError
-from service.core.inference import InferenceService
-from service.core.served import BatchingSettings, ServedVersion
+from service.dataplane import RepositoryDataPlane
 from service.observability.metrics import Metrics
 from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
 from service.runtime import devices
-from service.runtime.savedmodel import LoadedModel
+from service.serving.loader import VersionLoader
+from service.serving.version import BatchingSettings
 from service.settings import Settings
 from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, tfserving, v2
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
+from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,10 @@ class Runtime:
     settings: Settings
     metrics: Metrics
     repository: ModelRepository
-    inference: InferenceService
+    dataplane: RepositoryDataPlane
     device: str | None = None
     grpc: GrpcServer | None = None
     started: bool = False
-    draining: bool = False  # shutdown has begun: not ready, still serving
     _grpc_stopping: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -70,11 +69,12 @@ class Runtime:
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
             await self.repository.start()
             if s.grpc_port >= 0:
-                self.grpc = await start_grpc_server(self, f"{s.http_host}:{s.grpc_port}", server_version())
+                self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
+                                                    auth=AuthPolicy.from_settings(s), server_version=server_version())
 
     async def drain(self) -> None:
         """The first step of a graceful shutdown: readiness false on HTTP and gRPC health; requests still served."""
-        self.draining = True
+        self.dataplane.begin_drain()
         if self.grpc:
             await self.grpc.health.enter_graceful_shutdown()
 
@@ -88,22 +88,14 @@ class Runtime:
         """gRPC first (health NOT_SERVING, in-flight calls finish), then the models."""
         if self.started:
             self.started = False
-            self.draining = True
+            self.dataplane.begin_drain()
             self.stop_accepting()
             if self._grpc_stopping:
                 await self._grpc_stopping
             await self.repository.stop()
 
     def ready(self) -> bool:
-        return not self.draining and self.repository.ready(require_all=self.settings.ready_when == "all")
-
-
-def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
-    """tlserve exports are served through ``pixels``, which TF Serving's warm-up records do not call."""
-    spec = model.signatures["pixels"].inputs["pixels"]
-    _, height, width, channels = spec.shape
-    for size in batch_sizes:
-        model.run("pixels", {"pixels": np.zeros((size, height, width, channels), np.uint8)})
+        return self.dataplane.ready()
 
 
 def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
@@ -116,14 +108,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
         return BatchingSettings(s.max_batch_size, s.batch_timeout_ms / 1000, s.max_queue, s.max_concurrent_batches,
                                 s.allowed_sizes())
 
-    def load(name: str, number: int, path: Path) -> ServedVersion:
-        model = LoadedModel(path, runtime.device)
-        served = ServedVersion(name, number, model, batching(name), limits, on_batch=metrics.observe_batch)
-        model.warm_up(check=served.check_images)
-        if served.is_image_model:
-            b = served.batching
-            _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes})))
-        return served
+    load = VersionLoader(batching, limits, device=lambda: runtime.device, on_batch=metrics.observe_batch)
 
     if settings.model_base_path is not None:
         single = [ModelSpec(settings.model_name, settings.model_base_path)]
@@ -137,7 +122,9 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
             return specs_from_repository(settings.model_repo)
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
-    runtime = Runtime(settings, metrics, repository, InferenceService(repository, settings.request_timeout_s))
+    dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
+                                    ready_when=settings.ready_when)
+    runtime = Runtime(settings, metrics, repository, dataplane)
     return runtime
 
 
@@ -158,11 +145,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app = FastAPI(title="tlserve", version=server_version(), lifespan=lifespan,
                   description="TF Serving REST, KServe V2 and /classify for fine-tuned image classifiers")
     app.state.runtime = runtime
-    inference, limit = runtime.inference, settings.max_body_bytes
-    app.include_router(tfserving.build_router(inference, limit))
-    app.include_router(v2.build_router(inference, limit, server_version()))
-    app.include_router(classify.build_router(inference, limit))
-    app.include_router(console.build_router(runtime.repository, runtime.metrics))
+    dataplane, limit = runtime.dataplane, settings.max_body_bytes
+    app.include_router(tfserving.build_router(dataplane, limit))
+    app.include_router(v2.build_router(dataplane, limit, server_version()))
+    app.include_router(classify.build_router(dataplane, limit))
+    app.include_router(console.build_router(dataplane, runtime.metrics))
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):
@@ -202,5 +189,5 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
         app.add_middleware(BearerAuth, policy=auth)
     app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests,
-                       closing=lambda: runtime.draining)
+                       closing=lambda: runtime.dataplane.draining)
     return app

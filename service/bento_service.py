@@ -8,6 +8,7 @@ and gRPC requests share its batchers.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -15,7 +16,7 @@ import sys
 import bentoml
 
 from service.app import build_runtime, create_app
-from service.core.auth import AuthPolicy
+from service.auth import AuthPolicy
 from service.settings import Settings
 from service.shutdown import GracefulShutdown
 from service.transport.http.auth import BearerAuth
@@ -60,6 +61,38 @@ class TlServe:
         return True
 
 
+class JsonRoutingErrors:
+    """BentoML's own router answers a path that no route matches (it never reaches the mounted app) and a wrong
+    method on its own routes in text/plain; they answer ``{"error": ...}`` here, as under plain uvicorn."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict = {}
+
+        async def send_json(message):
+            if message["type"] == "http.response.start" and message["status"] in (404, 405) and \
+                    dict(message.get("headers") or []).get(b"content-type", b"").startswith(b"text/plain"):
+                held.update(start=message, body=b"")
+                return
+            if "start" not in held:
+                return await send(message)
+            held["body"] += message.get("body", b"")
+            if not message.get("more_body"):
+                body = json.dumps({"error": held["body"].decode("utf-8", "replace")}).encode()
+                headers = [(k, v) for k, v in held["start"].get("headers") or []
+                           if k not in (b"content-type", b"content-length")]
+                await send({**held["start"], "headers": headers + [(b"content-type", b"application/json"),
+                                                                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_json)
+
+
+TlServe.add_asgi_middleware(JsonRoutingErrors)
 _auth = AuthPolicy.from_settings(settings)
 if _auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
     TlServe.add_asgi_middleware(BearerAuth, policy=_auth)

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from tlserve.contract import REPORT_DIR
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
 
@@ -46,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(report)))
     print(f"training took {trained.seconds:.0f} s")
     print(f"exported {path}")
-    print(f"report   {path / 'assets.extra' / 'report' / 'report.md'}")
+    print(f"report   {path / REPORT_DIR / 'report.md'}")
     return 0
 
 

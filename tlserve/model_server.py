@@ -157,7 +157,8 @@ def _usage() -> str:
 
 def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     """TF Serving's flags (and Docker environment) -> tlserve ``Settings``; file problems are ``UsageError``."""
-    from service.repository.config import ConfigError, load_model_config, valid_model_name
+    from service.repository.config import ConfigError, load_model_config
+    from tlserve.contract import valid_model_name
     from service.settings import Settings, SettingsError
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 

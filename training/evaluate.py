@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tlserve import contract
 from training import data as datasets
 from training.backbones import registry
-from training.export import LABELS_FILE, REPORT_DIR, existing_versions, export
+from training.export import export, version_dirs
 from training.report import EvaluationInput, write_report
 from training.train import TrainedModel
 
@@ -50,7 +51,7 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
         "resize": cfg.resize,
         "normalisation": asdict(registry.get(cfg.backbone).normalisation),
         "classes": trained.data.classes,
-        "inputs": {"serving_default": "images", "pixels": "pixels", "preprocess": "image", "classify": "inputs"},
+        "inputs": dict(contract.SIGNATURE_INPUTS),
         "test_metrics": {"accuracy": accuracy, "test_images": int(len(test))},
         "split": trained.split.to_dict(),
         "data": {"spec": cfg.data, "fingerprint": datasets.fingerprint(trained.data),
@@ -64,7 +65,7 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
     def write_into(version_dir: Path) -> None:
         info = {"model": cfg.name, "backbone": cfg.backbone, "image size": cfg.image_size,
                 "data": cfg.data, "seed": cfg.seed, "training seconds": round(trained.seconds, 1)}
-        report.update(write_report(test_split_evaluation(trained, info), version_dir / REPORT_DIR))
+        report.update(write_report(test_split_evaluation(trained, info), version_dir / contract.REPORT_DIR))
 
     path = export(trained.model, root=root, name=cfg.name, classes=trained.data.classes,
                   image_size=cfg.image_size, resize=cfg.resize, metadata=metadata,
@@ -75,26 +76,25 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
 def resolve_version_dir(model: str | Path) -> Path:
     """``models/<name>/<version>`` as given, or the latest version under ``models/<name>``."""
     path = Path(model)
-    if (path / "saved_model.pb").is_file():
+    if (path / contract.SAVED_MODEL_FILE).is_file():
         return path
-    versions = existing_versions(path)
+    versions = version_dirs(path)
     if not versions:
         raise FileNotFoundError(f"{path} is neither a SavedModel version directory nor a model with versions")
-    by_number = {int(p.name): p for p in path.iterdir() if p.is_dir() and p.name.isdigit()}
-    return by_number[versions[-1]]
+    return versions[max(versions)]
 
 
 def evaluate_exported(model: str | Path, data_spec: str, out_dir: str | Path) -> dict:
     """Score an exported model's ``serving_default`` on labelled images and write the report to ``out_dir``."""
     version_dir = resolve_version_dir(model)
-    labels = (version_dir / LABELS_FILE).read_text().splitlines()
+    labels = (version_dir / contract.LABELS_FILE).read_text().splitlines()
     data = datasets.load_images(data_spec, min_per_class=1)
     unknown = sorted(set(data.classes) - set(labels))
     if unknown:
         raise datasets.DataError(f"classes not known to the model: {unknown}; the model knows {labels}")
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(version_dir)).signatures[contract.DEFAULT_SIGNATURE]
     scores = np.concatenate([
-        serve(images=tf.constant(data.images[i:i + EVAL_BATCH]))["scores"].numpy()
+        serve(**{contract.IMAGES_INPUT: tf.constant(data.images[i:i + EVAL_BATCH])})[contract.SCORES_OUTPUT].numpy()
         for i in range(0, len(data.images), EVAL_BATCH)
     ])
     y_true = np.array([labels.index(data.classes[i]) for i in data.labels])

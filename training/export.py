@@ -18,13 +18,9 @@ import keras
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from tlserve import contract
 from training.preprocessing import preprocess
 
-LABELS_FILE = "assets/labels.txt"
-METADATA_FILE = "assets.extra/metadata.json"
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
-REPORT_DIR = "assets.extra/report"
-EXAMPLE_IMAGE_KEY = "image/encoded"
 WARMUP_BATCH_SIZES = (1, 8, 32)
 _LABEL = re.compile(r"^[^\n\r]+$")
 
@@ -48,33 +44,48 @@ class ServingModule(tf.Module):
         def outputs(pixels):
             scores = self.model(pixels, training=False)
             classes_ = tf.tile(self.class_names[tf.newaxis], [tf.shape(scores)[0], 1])
-            return {"scores": scores, "classes": classes_}
+            return {contract.SCORES_OUTPUT: scores, contract.CLASSES_OUTPUT: classes_}
 
         def many(images):
             return outputs(tf.map_fn(one, images, fn_output_signature=pixel_spec))
 
-        self.preprocess = tf.function(lambda image: {"pixels": one(image)},
-                                      input_signature=[tf.TensorSpec([], tf.string, name="image")])
+        self.preprocess = tf.function(lambda image: {contract.PREPROCESS_OUTPUT: one(image)},
+                                      input_signature=[tf.TensorSpec([], tf.string, name=contract.IMAGE_INPUT)])
         self.pixels = tf.function(outputs, input_signature=[
-            tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="pixels")])
-        self.serving_default = tf.function(many, input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+            tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=contract.PIXELS_INPUT)])
+        self.serving_default = tf.function(many, input_signature=[
+            tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT)])
 
         def classify(inputs):
-            features = tf.io.parse_example(inputs, {EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-            return many(features[EXAMPLE_IMAGE_KEY])
+            features = tf.io.parse_example(inputs, {contract.EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+            return many(features[contract.EXAMPLE_IMAGE_KEY])
 
-        self.classify = tf.function(classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        self.classify = tf.function(classify, input_signature=[
+            tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
 
     def signatures(self) -> dict:
-        return {"serving_default": self.serving_default, "pixels": self.pixels,
-                "preprocess": self.preprocess, "classify": self.classify}
+        return {contract.DEFAULT_SIGNATURE: self.serving_default, contract.PIXELS_SIGNATURE: self.pixels,
+                contract.PREPROCESS_SIGNATURE: self.preprocess, contract.CLASSIFY_SIGNATURE: self.classify}
+
+
+def version_dirs(model_dir: Path) -> dict[int, Path]:
+    """The version folders under ``model_dir`` by number, paths as found, by the contract's rule (as the server
+    reads them): ASCII-integer names only, so '²' or '١٢' are ignored; of '7' and '007' the first in
+    ``contract.version_name_order`` is version 7."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for path in sorted(model_dir.iterdir(), key=lambda p: contract.version_name_order(p.name)):
+        number = contract.parse_version(path.name)
+        if number is not None and number not in found and path.is_dir():
+            found[number] = path
+    return dict(sorted(found.items()))
 
 
 def existing_versions(model_dir: Path) -> list[int]:
-    """Integer version directories under ``model_dir`` (leading zeros allowed, as TF Serving allows)."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    """The version numbers under ``model_dir``, ascending (leading zeros allowed, as TF Serving allows)."""
+    return list(version_dirs(model_dir))
 
 
 def write_warmup(path: Path, model_name: str, image: bytes, batch_sizes=WARMUP_BATCH_SIZES) -> None:
@@ -84,8 +95,8 @@ def write_warmup(path: Path, model_name: str, image: bytes, batch_sizes=WARMUP_B
         for size in batch_sizes:
             request = predict_pb2.PredictRequest()
             request.model_spec.name = model_name
-            request.model_spec.signature_name = "serving_default"
-            request.inputs["images"].CopyFrom(tf.make_tensor_proto([image] * size, dtype=tf.string))
+            request.model_spec.signature_name = contract.DEFAULT_SIGNATURE
+            request.inputs[contract.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto([image] * size, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
@@ -97,27 +108,30 @@ def export(model: keras.Model, *, root: str | Path, name: str, classes: list[str
 
     ``write_extra`` receives the version directory while it is still hidden (used for the report).
     """
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-'")
+    if not contract.valid_model_name(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-', start with a letter or "
+                          f"digit and be at most {contract.MAX_NAME_LENGTH} characters")
     bad = [c for c in classes if not _LABEL.match(c)]
     if bad:
         raise ExportError(f"class names must be non-empty single lines: {bad[:3]}")
     model_dir = Path(root) / name
     taken = existing_versions(model_dir)
-    if version is not None and (version < 1 or version in taken):
-        raise ExportError(f"version {version} of {name} {'already exists' if version in taken else 'must be >= 1'}")
+    if version is not None and version in taken:
+        raise ExportError(f"version {version} of {name} already exists")
+    if version is not None and not 1 <= version <= contract.MAX_VERSION:
+        raise ExportError(f"version {version} of {name} must be >= 1 and fit in int64, as TF Serving's versions do")
     version = version or (taken[-1] + 1 if taken else 1)
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
         module = ServingModule(model, classes, image_size, resize)
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
-        (staging / LABELS_FILE).parent.mkdir(exist_ok=True)
-        (staging / LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
-        meta_path = staging / METADATA_FILE
+        (staging / contract.LABELS_FILE).parent.mkdir(exist_ok=True)
+        (staging / contract.LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
+        meta_path = staging / contract.METADATA_FILE
         meta_path.parent.mkdir(parents=True, exist_ok=True)
         meta_path.write_text(json.dumps({**metadata, "name": name, "version": version}, indent=2) + "\n")
-        write_warmup(staging / WARMUP_FILE, name, warmup_image)
+        write_warmup(staging / contract.WARMUP_FILE, name, warmup_image)
         if write_extra:
             write_extra(staging)
         final = model_dir / str(version)

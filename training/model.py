@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from tlserve import contract
 from training.backbones.normalisation import Normalise
 from training.backbones.registry import Backbone
 
@@ -19,14 +20,14 @@ def build_classifier(backbone: Backbone, image_size: int, num_classes: int, *, d
     """
     base = backbone.features(image_size, weights)
     base.trainable = False
-    pixels = keras.Input((image_size, image_size, 3), dtype="uint8", name="pixels")
+    pixels = keras.Input((image_size, image_size, 3), dtype="uint8", name=contract.PIXELS_INPUT)
     x = Normalise.of(backbone.normalisation, name="normalise")(pixels)
     x = base(x, training=False)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(num_classes, name="logits")(x)
     # float32 even under mixed precision: softmax in float16 loses the small probabilities.
-    scores = layers.Activation("softmax", dtype="float32", name="scores")(x)
+    scores = layers.Activation("softmax", dtype="float32", name=contract.SCORES_OUTPUT)(x)
     return keras.Model(pixels, scores, name=f"{backbone.name}_classifier"), base
 
 

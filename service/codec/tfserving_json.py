@@ -21,8 +21,8 @@ from service.codec import dtypes
 from service.codec.dtypes import is_b64_object, to_json_value
 from service.core.errors import InternalError, InvalidInput, NotFound
 from service.core.tensors import SignatureInfo, TensorSpec
+from tlserve.contract import DEFAULT_SIGNATURE
 
-DEFAULT_SIGNATURE = "serving_default"
 BYTES_SUFFIX = "_bytes"  # outputs named so are written as {"b64": ...} (TF Serving's convention, from CMLE)
 
 

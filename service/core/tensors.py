@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from service.codec.dtypes import DType
+if TYPE_CHECKING:  # the dtype table is a codec's; core only names its type
+    from service.codec.dtypes import DType
 
 
 @dataclass(frozen=True)

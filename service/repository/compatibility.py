@@ -11,15 +11,12 @@ serve the new interface under a new model name.
 from __future__ import annotations
 
 from service.core.tensors import SignatureInfo
-
-
-DEFAULT_SIGNATURES = ("serving_default",)
-IMAGE_SIGNATURES = ("preprocess", "pixels")
+from tlserve.contract import DEFAULT_SIGNATURE, IMAGE_MODEL_SIGNATURES
 
 
 def interface_problem(current: dict[str, SignatureInfo], candidate: dict[str, SignatureInfo]) -> str | None:
     """Why ``candidate``'s signatures cannot replace ``current``'s, or None when they can."""
-    kept = DEFAULT_SIGNATURES + (IMAGE_SIGNATURES if set(IMAGE_SIGNATURES) <= set(current) else ())
+    kept = (DEFAULT_SIGNATURE,) + (IMAGE_MODEL_SIGNATURES if set(IMAGE_MODEL_SIGNATURES) <= set(current) else ())
     for name, old in sorted((n, current[n]) for n in kept if n in current):
         new = candidate.get(name)
         if new is None:

@@ -6,7 +6,6 @@ Pure logic: nothing here touches a SavedModel. The loader pairs each ``ModelSpec
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,21 +15,15 @@ from types import MappingProxyType
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tlserve.contract import valid_model_name
+
 log = logging.getLogger(__name__)
 
-# A model name becomes a directory name and a URL path segment, so it must not be able to climb out of either;
-# 255 characters is the longest file name most file systems take. Version labels follow the same rule.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _POLICY_KINDS = ("latest", "all", "specific")
 
 
 class ConfigError(ValueError):
     """A model configuration that cannot be served; the message names the file, the problem and the fix."""
-
-
-def valid_model_name(name: str) -> bool:
-    """True when ``name`` can be a model name (one safe path segment, not hidden)."""
-    return _NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

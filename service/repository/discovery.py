@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlserve.contract import (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE, VARIABLES_DIR, VARIABLES_INDEX_FILE,
+                              is_version_name, parse_version, version_name_order)
+
 log = logging.getLogger(__name__)
 
-# ASCII digits only: str.isdigit() would also accept '²' or '٣', which TF Serving does not treat as versions.
-_VERSION_NAME = re.compile(r"[0-9]+")
-_MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving's protos
 _SHARD = re.compile(r"variables\.data-(\d+)-of-(\d+)")
 
 
@@ -36,15 +36,15 @@ def scan_versions(base_path: Path) -> dict[int, VersionDir]:
     """
     base_path = Path(base_path)
     try:
-        entries = sorted(os.scandir(base_path), key=lambda e: (len(e.name), e.name))
+        entries = sorted(os.scandir(base_path), key=lambda e: version_name_order(e.name))
     except (FileNotFoundError, NotADirectoryError):
         return {}
     found: dict[int, VersionDir] = {}
     for entry in entries:
-        if not _VERSION_NAME.fullmatch(entry.name) or not entry.is_dir():
+        if not is_version_name(entry.name) or not entry.is_dir():
             continue
-        number = int(entry.name)
-        if number > _MAX_VERSION:
+        number = parse_version(entry.name)
+        if number is None:
             log.warning("ignoring %s: version number does not fit in int64", entry.path)
             continue
         if number in found:
@@ -65,12 +65,12 @@ def version_problem(path: Path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return f"{path} is not a directory"
-    graph = next((path / n for n in ("saved_model.pb", "saved_model.pbtxt") if (path / n).is_file()), None)
+    graph = next((path / n for n in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE) if (path / n).is_file()), None)
     if graph is None:
         return f"no saved_model.pb or saved_model.pbtxt in {path}"
     if graph.stat().st_size == 0:
         return f"{graph} is empty (still being copied?)"
-    variables = path / "variables"
+    variables = path / VARIABLES_DIR
     if not variables.is_dir():
         return None  # some SavedModels have no variables at all
     return _variables_problem(variables)
@@ -84,8 +84,8 @@ def _variables_problem(variables: Path) -> str | None:
         # half-copied model that does have variables fails to load instead (no checkpoint to restore), so
         # accepting this is safe; the loader retries once content_stamp changes.
         return None
-    index = variables / "variables.index"
-    if "variables.index" not in names:
+    index = variables / VARIABLES_INDEX_FILE
+    if VARIABLES_INDEX_FILE not in names:
         return f"{variables} has no variables.index (still being copied?)"
     if index.stat().st_size == 0:
         return f"{index} is empty (still being copied?)"

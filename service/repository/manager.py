@@ -15,46 +15,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generic, Protocol, TypeVar
 
+from service.core.dataplane import AVAILABLE, END, LOADING, UNLOADING, VersionStatus
 from service.core.errors import NotFound, Unavailable
-from service.core.served import ServedVersion
+from service.core.tensors import SignatureInfo
 from service.repository.compatibility import interface_problem
 from service.repository.config import ModelSpec
 from service.repository.discovery import content_stamp, scan_versions, version_problem
 
 log = logging.getLogger(__name__)
 
-# TF Serving's version states, as GetModelStatus reports them.
-LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
 
+class Servable(Protocol):
+    """What the repository needs of a loaded version (the serving package's ServedVersion)."""
 
-@dataclass
-class VersionStatus:
-    number: int
     path: Path
-    state: str
-    error: str = ""
-    stamp: tuple = ()
-    changed_at: float = field(default_factory=time.time)
+
+    @property
+    def signatures(self) -> dict[str, SignatureInfo]: ...
+
+    async def drain_and_stop(self) -> None: ...
 
 
-Loader = Callable[[str, int, Path], ServedVersion]  # blocking: runs in a worker thread
+V = TypeVar("V", bound=Servable)
 
 
-class ModelRepository:
-    def __init__(self, specs: Callable[[], list[ModelSpec]], loader: Loader, *, poll_interval_s: float = 2.0,
-                 on_event: Callable[[str, str, int, str, float], None] | None = None):
-        """``specs`` is called at every poll (a config file may change); ``on_event(kind, model, version,
+class ModelRepository(Generic[V]):
+    def __init__(self, specs: Callable[[], list[ModelSpec]], loader: Callable[[str, int, Path], V], *,
+                 poll_interval_s: float = 2.0, on_event: Callable[[str, str, int, str, float], None] | None = None):
+        """``specs`` is called at every poll (a config file may change); ``loader(name, number, path)`` loads a
+        version (blocking: it runs in a worker thread); ``on_event(kind, model, version,
         state, seconds)`` reports loads, failures and unloads to metrics and logs."""
         self._specs_source = specs
         self._loader = loader
         self.poll_interval_s = poll_interval_s
         self._on_event = on_event or (lambda *args: None)
         self._specs: dict[str, ModelSpec] = {}
-        self._served: dict[str, dict[int, ServedVersion]] = {}
+        self._served: dict[str, dict[int, V]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._sync_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
@@ -70,7 +69,7 @@ class ModelRepository:
             raise NotFound(f"model '{name}' not found")
         return self._specs[name]
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> V:
         """The version a request should use: the given number, the label's, or the newest available."""
         spec = self.spec(name)
         served = self._served.get(name, {})
@@ -213,12 +212,12 @@ class ModelRepository:
         log.info("model %s version %s available (%.1f s)", name, entry.number, seconds)
         self._on_event("loaded", name, entry.number, AVAILABLE, seconds)
 
-    def _breaks_clients(self, name: str, number: int, version: ServedVersion) -> str | None:
+    def _breaks_clients(self, name: str, number: int, version: V) -> str | None:
         """Why ``version`` may not take over from the newest served version it would replace, if it may not."""
         served = self._served.get(name, {})
         if not served or max(served) > number:
             return None  # nothing to replace (first load, or an older version kept by the policy)
-        return interface_problem(served[max(served)].model.signatures, version.model.signatures)
+        return interface_problem(served[max(served)].signatures, version.signatures)
 
     def _retire(self, name: str, number: int) -> None:
         version = self._served[name].pop(number)

@@ -18,10 +18,10 @@ from tensorflow_serving.apis import prediction_log_pb2
 from service.core.errors import InvalidInput, NotFound, ServiceError
 from service.core.tensors import SignatureInfo
 from service.runtime.signatures import read_meta_graph, read_signatures
+from tlserve.contract import DEFAULT_SIGNATURE, WARMUP_FILE
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own cap: warm-up time counts at every load
 
 
@@ -169,7 +169,7 @@ class LoadedModel:
             if entry.WhichOneof("log_type") != "predict_log":
                 continue  # classify/regress logs would need their own request decoding; predict covers tlserve
             request = entry.predict_log.request
-            signature = request.model_spec.signature_name or "serving_default"
+            signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             try:
                 if check:

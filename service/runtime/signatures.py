@@ -8,6 +8,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from service.codec.dtypes import by_tf_enum
 from service.core.tensors import SignatureInfo, TensorSpec
+from tlserve.contract import SAVED_MODEL_FILE
 
 SERVING_TAG = "serve"
 
@@ -23,7 +24,7 @@ def _spec(key: str, info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 def read_meta_graph(version_dir: Path) -> meta_graph_pb2.MetaGraphDef:
     """The MetaGraphDef tagged 'serve' (TF Serving's default), as stored."""
     saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    saved.ParseFromString((version_dir / SAVED_MODEL_FILE).read_bytes())
     for meta in saved.meta_graphs:
         if SERVING_TAG in meta.meta_info_def.tags:
             return meta

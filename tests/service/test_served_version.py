@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.core.errors import DeadlineExceeded, InvalidInput
-from service.core.served import BatchingSettings, ServedVersion
+from service.serving.version import BatchingSettings, ServedVersion
 from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings, SettingsError
 from tests.conftest import TESTDATA

@@ -11,7 +11,8 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 from tests.conftest import encode
-from training.export import (EXAMPLE_IMAGE_KEY, ExportError, WARMUP_BATCH_SIZES, existing_versions, export)
+from tlserve.contract import EXAMPLE_IMAGE_KEY
+from training.export import ExportError, WARMUP_BATCH_SIZES, existing_versions, export
 from training.train import pixels_dataset
 
 
@@ -133,8 +134,34 @@ def test_versions_count_up_and_are_never_overwritten(tiny_training, tmp_path):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["00000041", "42"]
 
 
-@pytest.mark.parametrize("name", ["../escape", "", "a/b"])
+@pytest.mark.parametrize("name", ["../escape", "", "a/b", ".hidden", "x" * 256])  # 256: the server refuses it
 def test_bad_model_names_are_refused(tiny_training, tmp_path, name):
     with pytest.raises(ExportError, match="model name"):
         export(tiny_training.model, root=tmp_path, name=name, classes=["a", "b"], image_size=32,
                resize="stretch", metadata={}, warmup_image=b"")
+
+
+@pytest.mark.parametrize("version", [0, -1, 2**63])  # 2**63 does not fit TF Serving's int64 versions
+def test_versions_out_of_range_are_refused(tiny_training, tmp_path, version):
+    with pytest.raises(ExportError, match="must be >= 1 and fit in int64"):
+        export(tiny_training.model, root=tmp_path, name="m", classes=["a", "b"], image_size=32,
+               resize="stretch", metadata={}, warmup_image=b"", version=version)
+    assert not (tmp_path / "m").exists()
+
+
+def test_existing_versions_ignore_non_ascii_digit_names(tmp_path):
+    """'²' and '١٢' pass str.isdigit(); int() refuses the first and reads the second as 12. Neither is a version
+    folder for TF Serving or tlserve's server, so the export must ignore them too (it used to crash on '²')."""
+    for name in ("3", "0005", "²", "١٢", "٣", "-1", "1.5", ".tmp-7-ab12"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "9").write_text("a file, not a version")
+    assert existing_versions(tmp_path) == [3, 5]
+
+
+def test_resolve_version_dir_picks_the_folder_the_server_would(tmp_path):
+    """The latest ASCII-integer folder, kept as found: '١٢' is not version 12; of '7' and '007' the shortest wins."""
+    from training.evaluate import resolve_version_dir
+
+    for name in ("1", "007", "7", "١٢", "²"):
+        (tmp_path / name).mkdir()
+    assert resolve_version_dir(tmp_path) == tmp_path / "7"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import grpc
 
-from service.core.auth import AuthPolicy
+from service.auth import AuthPolicy
 from service.core.errors import Unauthenticated
 from service.transport.grpc.calls import grpc_code
 

@@ -6,13 +6,12 @@ import math
 
 import numpy as np
 
+from service.core.dataplane import DEFAULT_TOP_K, DataPlane, Target
 from service.core.errors import InvalidInput
-from service.core.inference import InferenceService, Target
 from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 
 PROTOCOL = "classifier-grpc"
-DEFAULT_TOP_K = 3
 
 
 def _pixels(message) -> np.ndarray:
@@ -23,24 +22,22 @@ def _pixels(message) -> np.ndarray:
 
 
 class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
-    def __init__(self, inference: InferenceService, metrics):
-        self.inference, self.metrics = inference, metrics
+    def __init__(self, dataplane: DataPlane, metrics):
+        self.dataplane, self.metrics = dataplane, metrics
 
     @rpc(PROTOCOL, "classify")
     async def Classify(self, request, context):
         selector = request.WhichOneof("selector")
-        target = Target(request.model or self.inference.default_model(),
+        target = Target(request.model or self.dataplane.default_model(),
                         request.version if selector == "version" and request.version else None,
                         request.version_label if selector == "version_label" and request.version_label else None)
         describe(model=target.model)
-        if request.images and request.HasField("pixels"):
-            raise InvalidInput("send either images or pixels, not both")
         pixels = _pixels(request.pixels) if request.HasField("pixels") else None
-        served, predictions = await self.inference.classify(
+        number, predictions = await self.dataplane.classify(
             target, request.top_k or DEFAULT_TOP_K, images=list(request.images), pixels=pixels,
-            deadline=self.inference.deadline(timeout_of(context)))
-        describe(version=served.number)
-        response = classifier_pb2.ClassifyResponse(model=target.model, version=served.number)
+            deadline=self.dataplane.deadline(timeout_of(context)))
+        describe(version=number)
+        response = classifier_pb2.ClassifyResponse(model=target.model, version=number)
         for row in predictions:
             result = response.results.add()
             for p in row:
@@ -48,21 +45,21 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         return response
 
     def _model_info(self, name: str) -> classifier_pb2.ModelInfo:
-        repository = self.inference.repository
+        model = self.dataplane.model_info(name)
         info = classifier_pb2.ModelInfo(name=name)
-        for status in repository.statuses(name):
+        for status in model.versions:
             info.versions.add(version=status.number, state=status.state, error=status.error)
-        info.version_labels.update(repository.spec(name).labels)
-        if repository.ready_model(name):
-            served = repository.resolve(name)
-            info.class_names.extend(served.class_names or [])
-            if served.is_image_model:
-                info.image_size = served.model.signatures["pixels"].inputs["pixels"].shape[1]
+        info.version_labels.update(model.version_labels)
+        if model.served:
+            newest = model.served[max(model.served)]  # the version a request without one is served by
+            info.class_names.extend(newest.class_names or [])
+            if newest.image_size:
+                info.image_size = newest.image_size
         return info
 
     @rpc(PROTOCOL, "list_models")
     async def ListModels(self, request, context):
-        names = self.inference.repository.model_names()
+        names = self.dataplane.model_names()
         return classifier_pb2.ListModelsResponse(models=[self._model_info(n) for n in names])
 
     @rpc(PROTOCOL, "get_model")

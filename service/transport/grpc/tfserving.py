@@ -19,9 +19,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 from tensorflow_serving.apis import status_pb2
 
 from service.codec.tfserving_json import examples_input
-from service.core.errors import InvalidInput, NotImplementedYet
-from service.core.inference import InferenceService, Target
-from service.repository.config import ConfigError, specs_from_proto
+from service.core.dataplane import DataPlane, Target
+from service.core.errors import InvalidInput
 from service.transport.grpc.calls import describe, rpc, timeout_of
 
 PROTOCOL = "tfserving-grpc"
@@ -112,8 +111,8 @@ def serialized_examples(request_input) -> np.ndarray:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, inference: InferenceService, metrics):
-        self.inference, self.metrics = inference, metrics
+    def __init__(self, dataplane: DataPlane, metrics):
+        self.dataplane, self.metrics = dataplane, metrics
 
     def _fill_spec(self, spec, name: str, version: int, signature: str) -> None:
         spec.name = name
@@ -126,11 +125,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         describe(model=target.model)
         inputs = {name: _to_array(name, proto) for name, proto in request.inputs.items()}
         signature = request.model_spec.signature_name or "serving_default"
-        served, outputs = await self.inference.predict(target, signature, inputs, deadline=self.inference.deadline(timeout_of(context)),
+        number, outputs = await self.dataplane.predict(target, signature, inputs,
+                                                       deadline=self.dataplane.deadline(timeout_of(context)),
                                                        output_filter=list(request.output_filter) or None)
-        describe(version=served.number)
+        describe(version=number)
         response = predict_pb2.PredictResponse()
-        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        self._fill_spec(response.model_spec, target.model, number, signature)
         for name, value in outputs.items():
             response.outputs[name].CopyFrom(typed_tensor_proto(value))
         return response
@@ -140,13 +140,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         describe(model=target.model)
         signature = spec.signature_name or "serving_default"
         examples = serialized_examples(request_input)
-        deadline = self.inference.deadline(timeout_of(context))
+        deadline = self.dataplane.deadline(timeout_of(context))
         # One resolution for the signature check and the run, so that both see the same version.
-        with self.inference.using(target) as served:
-            key = examples_input(served.model.signatures, signature)
+        with self.dataplane.resolve(target) as served:
+            key = examples_input(served.signatures, signature)
             outputs = await served.predict(signature, {key: examples}, deadline=deadline)
         describe(version=served.number)
-        return target, served, signature, outputs
+        return target, served.number, signature, outputs
 
     @staticmethod
     def _classification(outputs, result) -> None:
@@ -177,17 +177,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @rpc(PROTOCOL, "classify")
     async def Classify(self, request, context):
-        target, served, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
+        target, number, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
         response = classification_pb2.ClassificationResponse()
-        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        self._fill_spec(response.model_spec, target.model, number, signature)
         self._classification(outputs, response.result)
         return response
 
     @rpc(PROTOCOL, "regress")
     async def Regress(self, request, context):
-        target, served, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
+        target, number, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
         response = regression_pb2.RegressionResponse()
-        self._fill_spec(response.model_spec, target.model, served.number, signature)
+        self._fill_spec(response.model_spec, target.model, number, signature)
         self._regression(outputs, response.result)
         return response
 
@@ -195,9 +195,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     async def MultiInference(self, request, context):
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
-            target, served, signature, outputs = await self._run_examples(task.model_spec, request.input, context)
+            target, number, signature, outputs = await self._run_examples(task.model_spec, request.input, context)
             result = response.results.add()
-            self._fill_spec(result.model_spec, target.model, served.number, signature)
+            self._fill_spec(result.model_spec, target.model, number, signature)
             if task.method_name == "tensorflow/serving/classify":
                 self._classification(outputs, result.classification_result)
             elif task.method_name == "tensorflow/serving/regress":
@@ -213,30 +213,30 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         fields = list(request.metadata_field)
         if fields != ["signature_def"]:
             raise InvalidInput(f"metadata_field must be ['signature_def'], got {fields}")
-        served, _ = self.inference.signatures(target)
-        describe(version=served.number)
+        meta = self.dataplane.metadata(target)
+        describe(version=meta.number)
         sigs = get_model_metadata_pb2.SignatureDefMap()
-        for name, sig in served.model.signature_defs.items():
+        for name, sig in meta.signature_defs.items():
             sigs.signature_def[name].CopyFrom(sig)
         packed = any_pb2.Any()
         packed.Pack(sigs)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        self._fill_spec(response.model_spec, target.model, served.number, "")
+        self._fill_spec(response.model_spec, target.model, meta.number, "")
         response.model_spec.ClearField("signature_name")
         response.metadata["signature_def"].CopyFrom(packed)
         return response
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, inference: InferenceService, metrics):
-        self.inference, self.metrics = inference, metrics
+    def __init__(self, dataplane: DataPlane, metrics):
+        self.dataplane, self.metrics = dataplane, metrics
 
     @rpc(PROTOCOL, "model_status")
     async def GetModelStatus(self, request, context):
         target = target_of(request.model_spec)
         describe(model=target.model)
         response = get_model_status_pb2.GetModelStatusResponse()
-        for status in self.inference.status(target.model, target.version, target.label):
+        for status in self.dataplane.status(target.model, target.version, target.label):
             entry = response.model_version_status.add()
             entry.version = status.number
             entry.state = _STATES.Value(status.state)
@@ -246,13 +246,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     @rpc(PROTOCOL, "reload_config")
     async def HandleReloadConfigRequest(self, request, context):
+        await self.dataplane.reload_config(request.config)
         response = model_management_pb2.ReloadConfigResponse()
-        try:
-            specs = specs_from_proto(request.config)
-        except ConfigError as exc:
-            raise InvalidInput(str(exc)) from exc
-        if not specs and request.config.WhichOneof("config") != "model_config_list":
-            raise NotImplementedYet("only model_config_list configurations are supported")
-        await self.inference.repository.replace_specs(specs)
         response.status.CopyFrom(status_pb2.StatusProto(error_code=0))
         return response

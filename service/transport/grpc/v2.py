@@ -9,8 +9,7 @@ import numpy as np
 from service.codec import dtypes
 from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
 from service.core.errors import InvalidInput
-from service.core.inference import InferenceService, Target
-from service.repository.manager import AVAILABLE
+from service.core.dataplane import AVAILABLE, DataPlane, Target
 from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
@@ -62,8 +61,8 @@ def _raw_output(array: np.ndarray) -> tuple[str, bytes]:
 
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, inference: InferenceService, metrics, ready, server_version: str):
-        self.inference, self.metrics, self._ready, self._version = inference, metrics, ready, server_version
+    def __init__(self, dataplane: DataPlane, metrics, server_version: str):
+        self.dataplane, self.metrics, self._version = dataplane, metrics, server_version
 
     @rpc(PROTOCOL, "server_live")
     async def ServerLive(self, request, context):
@@ -71,20 +70,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @rpc(PROTOCOL, "server_ready")
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self._ready())
+        return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
     @rpc(PROTOCOL, "model_ready")
     async def ModelReady(self, request, context):
         describe(model=request.name)
-        target = Target(request.name, _version(request.version))
-        self.inference.repository.spec(request.name)  # unknown model: NOT_FOUND, not "not ready"
-        try:
-            self.inference.resolve(target)
-        except Exception as exc:  # noqa: BLE001 - an unknown version stays NOT_FOUND
-            if getattr(exc, "kind", None) and exc.kind.grpc_code == "NOT_FOUND":
-                raise
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(Target(request.name, _version(request.version))))
 
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):
@@ -94,10 +85,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
         describe(model=request.name)
-        served, signatures = self.inference.signatures(Target(request.name, _version(request.version)))
+        signatures = self.dataplane.metadata(Target(request.name, _version(request.version))).signatures
         signature = signatures.get("serving_default") or next(iter(signatures.values()))
         response = pb.ModelMetadataResponse(name=request.name, platform="tensorflow_savedmodel")
-        response.versions.extend(str(s.number) for s in self.inference.status(request.name) if s.state == AVAILABLE)
+        response.versions.extend(str(s.number) for s in self.dataplane.status(request.name) if s.state == AVAILABLE)
         for specs, out in ((signature.inputs, response.inputs), (signature.outputs, response.outputs)):
             for spec in specs.values():
                 out.add(name=spec.name, datatype=spec.dtype.name,
@@ -120,10 +111,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             signature = request.parameters["signature_name"].string_param
         target = Target(request.model_name, _version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
-        served, outputs = await self.inference.predict(target, signature, inputs, output_filter=wanted,
-                                                       deadline=self.inference.deadline(timeout_of(context)))
-        describe(version=served.number)
-        response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(served.number),
+        number, outputs = await self.dataplane.predict(target, signature, inputs, output_filter=wanted,
+                                                       deadline=self.dataplane.deadline(timeout_of(context)))
+        describe(version=number)
+        response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
         for name, value in outputs.items():
             datatype, data = _raw_output(np.asarray(value))

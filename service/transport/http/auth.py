@@ -6,7 +6,7 @@ id, never their token).
 
 from __future__ import annotations
 
-from service.core.auth import AuthPolicy
+from service.auth import AuthPolicy
 from service.core.errors import Unauthenticated
 from service.transport.http.common import error_response
 

@@ -10,12 +10,11 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.core.errors import InvalidInput, UnsupportedMediaType
-from service.core.inference import InferenceService, Target
+from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, DataPlane, Target
 from service.transport.http.common import (describe, parse_json, parse_off_loop, parse_version, read_body,
                                            request_timeout)
 
 PROTOCOL = "classify"
-MAX_IMAGES = 256
 
 
 class ClassifyRequest(BaseModel):
@@ -24,7 +23,7 @@ class ClassifyRequest(BaseModel):
     model: str | None = Field(None, description="model name; may be omitted when one model is served")
     version: str | None = Field(None, description="version number (default: the newest available)")
     images: list[str] = Field(..., description="base64-encoded JPEG/PNG/GIF/BMP images")
-    top_k: int = Field(3, ge=1)
+    top_k: int = Field(DEFAULT_TOP_K, ge=1)
 
 
 class Label(BaseModel):
@@ -70,7 +69,7 @@ def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
     if model is not None and not isinstance(model, str):
         raise InvalidInput("'model' must be a string")
     return model, None if version is None else str(version), [_b64(v, i) for i, v in enumerate(images)], \
-        _top_k(doc.get("top_k", 3))
+        _top_k(doc.get("top_k", DEFAULT_TOP_K))
 
 
 async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
@@ -78,7 +77,7 @@ async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | N
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=MAX_IMAGES, max_fields=16)
+        form = await Request(request.scope, replay).form(max_files=MAX_IMAGES_PER_REQUEST + 1, max_fields=16)  # + 1: the data plane's own refusal
     except Exception as exc:  # starlette raises MultiPartException / HTTPException for malformed forms
         raise InvalidInput(f"malformed multipart form: {getattr(exc, 'detail', exc)}") from exc
     files = form.getlist("images")
@@ -87,10 +86,10 @@ async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | N
     images = [await f.read() for f in files]
     model, version = form.get("model"), form.get("version")
     return (model if isinstance(model, str) and model else None,
-            version if isinstance(version, str) and version else None, images, _top_k(form.get("top_k", "3")))
+            version if isinstance(version, str) and version else None, images, _top_k(form.get("top_k", DEFAULT_TOP_K)))
 
 
-def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
+def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     router = APIRouter(tags=["tlserve"])
 
     @router.post("/classify", response_model=ClassifyResponse, summary="Top-k labels of images",
@@ -110,15 +109,13 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
             model, version, images, top_k = await _from_form(request, body)
         else:
             raise UnsupportedMediaType(f"content type '{media}': send application/json or multipart/form-data")
-        if len(images) > MAX_IMAGES:
-            raise InvalidInput(f"at most {MAX_IMAGES} images per request, got {len(images)}")
-        model = model or inference.default_model()
+        model = model or dataplane.default_model()
         describe(request, model=model)
-        served, predictions = await inference.classify(
+        number, predictions = await dataplane.classify(
             Target(model, parse_version(version)), top_k, images=images,
-            deadline=inference.deadline(request_timeout(request)))
-        describe(request, version=served.number)
-        return {"model": model, "version": str(served.number),
+            deadline=dataplane.deadline(request_timeout(request)))
+        describe(request, version=number)
+        return {"model": model, "version": str(number),
                 "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in predictions]}
 
     return router

@@ -20,16 +20,15 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse
 
-from service.core.errors import NotFound, ServiceError
-from service.core.served import ensure_model_name
+from service.core.dataplane import DataPlane, ModelInfo, VersionStatus
+from service.core.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.stats import StatsWindow
-from service.repository.manager import AVAILABLE, ModelRepository, VersionStatus
 from service.transport.http.common import json_response, parse_version
+from tlserve.contract import REPORT_DIR
 
 STATIC_DIR = Path(__file__).with_name("console_static")
 STATIC_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
-REPORT_DIR = "assets.extra/report"  # where a tlserve export keeps its evaluation report (DESIGN.md layout)
 REPORT_TYPES = {".json": "application/json", ".html": "text/html", ".md": "text/markdown", ".png": "image/png"}
 REPORT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # Nothing is loaded from outside the server; report images arrive as blob: URLs, report.html's as data: URIs.
@@ -65,26 +64,14 @@ def list_report_files(version_dir: Path) -> list[str]:
     return [name for name in names if report_file(version_dir, name)]
 
 
-def _batching(settings) -> dict:
-    return {"max_batch_size": settings.max_batch_size, "batch_timeout_ms": round(settings.batch_timeout_s * 1000, 3),
-            "max_queue": settings.max_queue, "max_concurrent_batches": settings.max_concurrent_batches,
-            "allowed_batch_sizes": list(settings.allowed_batch_sizes)}
+def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> dict:
+    served = info.served.get(status.number)
+    return {"version": str(status.number), "state": status.state, "reason": status.error,
+            "since": status.changed_at, "report": report, "classes": served.class_names if served else None,
+            "batching": served.batching if served else None}
 
 
-def _version_json(repository: ModelRepository, name: str, status: VersionStatus, report: list[str]) -> dict:
-    doc = {"version": str(status.number), "state": status.state, "reason": status.error,
-           "since": status.changed_at, "report": report, "classes": None, "batching": None}
-    if status.state == AVAILABLE:
-        try:
-            served = repository.resolve(name, status.number)
-        except ServiceError:  # it left between the two lookups: shown as a plain status
-            return doc
-        doc["classes"] = served.class_names
-        doc["batching"] = _batching(served.batching)
-    return doc
-
-
-def build_router(repository: ModelRepository, metrics: Metrics) -> APIRouter:
+def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
     router = APIRouter(tags=["console"])
     stats = StatsWindow(metrics)
 
@@ -111,14 +98,14 @@ def build_router(repository: ModelRepository, metrics: Metrics) -> APIRouter:
     @router.get("/ui/api/models", summary="Models, versions, states, labels, classes, batching, report files")
     async def models():
         listing = []
-        for name in repository.model_names():
-            statuses = repository.statuses(name)
-            reports = await asyncio.to_thread(lambda: [list_report_files(s.path) for s in statuses])
+        for name in dataplane.model_names():
+            info = dataplane.model_info(name)
+            reports = await asyncio.to_thread(lambda: [list_report_files(s.path) for s in info.versions])
             listing.append({
                 "name": name,
-                "version_labels": dict(repository.spec(name).labels),
-                "ready": repository.ready_model(name),
-                "versions": [_version_json(repository, name, s, r) for s, r in zip(statuses, reports)],
+                "version_labels": info.version_labels,
+                "ready": info.ready,
+                "versions": [_version_json(info, s, r) for s, r in zip(info.versions, reports)],
             })
         return json_response({"models": listing})
 
@@ -128,11 +115,8 @@ def build_router(repository: ModelRepository, metrics: Metrics) -> APIRouter:
 
     @router.get("/ui/api/models/{model}/versions/{version}/report/{file}", summary="A file of a version's report")
     async def get_report_file(model: str, version: str, file: str):
-        number = parse_version(version)
-        statuses = [s for s in repository.statuses(ensure_model_name(model)) if s.number == number]
-        if not statuses:
-            raise NotFound(f"model '{model}' version {version} not found")
-        path = await asyncio.to_thread(report_file, statuses[0].path, file)
+        (status,) = dataplane.status(model, parse_version(version))
+        path = await asyncio.to_thread(report_file, status.path, file)
         if path is None:
             raise NotFound(f"model '{model}' version {version} has no report file '{file}'")
         headers = {"Content-Security-Policy": REPORT_HTML_CSP} if path.suffix.lower() == ".html" else None

@@ -1,6 +1,6 @@
 """TF Serving's REST API: model status, metadata, :predict, :classify and :regress.
 
-Translates JSON to named tensors and back; everything else is the InferenceService's business.
+Translates JSON to named tensors and back; everything else is the data plane's business.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from service.codec import tfserving_json
 from service.core.errors import InvalidInput
-from service.core.inference import InferenceService, Target
+from service.core.dataplane import DataPlane, Target
 from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
                                            request_timeout)
 
@@ -32,21 +32,21 @@ def _serialized_examples(body: bytes):
     return signature, tfserving_json.examples_to_serialized(examples, context)
 
 
-def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
+def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     router = APIRouter(tags=["TF Serving REST"])
 
     async def status(request: Request, model: str, version: str | None = None, label: str | None = None):
         describe(request, model=model, protocol=PROTOCOL, api="status")
-        return json_response(_status_json(inference.status(model, parse_version(version), label)))
+        return json_response(_status_json(dataplane.status(model, parse_version(version), label)))
 
     async def metadata(request: Request, model: str, version: str | None = None, label: str | None = None):
         describe(request, model=model, protocol=PROTOCOL, api="metadata")
-        served, _ = inference.signatures(Target(model, parse_version(version), label))
+        meta = dataplane.metadata(Target(model, parse_version(version), label))
         sigs = get_model_metadata_pb2.SignatureDefMap()
-        for name, sig in served.model.signature_defs.items():
+        for name, sig in meta.signature_defs.items():
             sigs.signature_def[name].CopyFrom(sig)
         body = {
-            "model_spec": {"name": model, "signature_name": "", "version": str(served.number)},
+            "model_spec": {"name": model, "signature_name": "", "version": str(meta.number)},
             "metadata": {"signature_def": json_format.MessageToDict(
                 sigs, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)},
         }
@@ -56,11 +56,11 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         target = Target(model, parse_version(version), label)
         describe(request, model=model, protocol=PROTOCOL, api="predict")
         body = await read_body(request, max_body_bytes)
-        deadline = inference.deadline(request_timeout(request))
+        deadline = dataplane.deadline(request_timeout(request))
         # One resolution for parsing against the signature and for the run, so that both see the same version.
-        with inference.using(target) as served:
+        with dataplane.resolve(target) as served:
             parsed = await parse_off_loop(body, tfserving_json.parse_predict,
-                                          lambda signature: served.model.signature(signature).inputs)
+                                          lambda signature: served.signature(signature).inputs)
             outputs = await served.predict(parsed.signature_name, parsed.inputs, deadline=deadline)
         describe(request, version=served.number)
         return json_response(tfserving_json.format_predict(outputs, parsed.row_format))
@@ -70,10 +70,10 @@ def build_router(inference: InferenceService, max_body_bytes: int) -> APIRouter:
         describe(request, model=model, protocol=PROTOCOL, api=verb)
         body = await read_body(request, max_body_bytes)
         signature, serialized = await parse_off_loop(body, _serialized_examples)
-        deadline = inference.deadline(request_timeout(request))
+        deadline = dataplane.deadline(request_timeout(request))
         # One resolution for the signature check and the run, so that both see the same version.
-        with inference.using(target) as served:
-            key = tfserving_json.examples_input(served.model.signatures, signature)
+        with dataplane.resolve(target) as served:
+            key = tfserving_json.examples_input(served.signatures, signature)
             outputs = await served.predict(signature, {key: serialized}, deadline=deadline)
         describe(request, version=served.number)
         if verb == "classify":

@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.codec import v2 as v2_codec
-from service.core.inference import InferenceService, Target
-from service.repository.manager import AVAILABLE
+from service.core.dataplane import AVAILABLE, DataPlane, Target
 from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
                                            request_timeout)
 
@@ -25,9 +24,8 @@ def _tensor_meta(spec) -> dict:
             "shape": [-1 if d is None else d for d in (spec.shape or ())]}
 
 
-def build_router(inference: InferenceService, max_body_bytes: int, server_version: str) -> APIRouter:
+def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str) -> APIRouter:
     router = APIRouter(tags=["KServe V2"])
-    repository = inference.repository
 
     @router.get("/v2", summary="Server metadata")
     async def server_metadata(request: Request):
@@ -40,27 +38,21 @@ def build_router(inference: InferenceService, max_body_bytes: int, server_versio
 
     @router.get("/v2/health/ready", summary="Server readiness")
     async def ready(request: Request):
-        ok = repository.ready()
+        ok = dataplane.ready()
         return json_response({"ready": ok}, status_code=200 if ok else 503)
 
     async def model_metadata(request: Request, model: str, version: str | None = None):
         describe(request, model=model, protocol=PROTOCOL, api="model_metadata")
-        served, signatures = inference.signatures(Target(model, parse_version(version)))
+        signatures = dataplane.metadata(Target(model, parse_version(version))).signatures
         signature = signatures.get("serving_default") or next(iter(signatures.values()))
-        versions = [str(s.number) for s in inference.status(model) if s.state == AVAILABLE]
+        versions = [str(s.number) for s in dataplane.status(model) if s.state == AVAILABLE]
         return {"name": model, "versions": versions, "platform": "tensorflow_savedmodel",
                 "inputs": [_tensor_meta(s) for s in signature.inputs.values()],
                 "outputs": [_tensor_meta(s) for s in signature.outputs.values()]}
 
     async def model_ready(request: Request, model: str, version: str | None = None):
         describe(request, model=model, protocol=PROTOCOL, api="model_ready")
-        try:
-            inference.resolve(Target(model, parse_version(version)))
-            ok = True
-        except Exception as exc:  # noqa: BLE001 - NotFound must stay 404, anything else is "not ready"
-            if getattr(exc, "kind", None) and exc.kind.http_status == 404:
-                raise
-            ok = False
+        ok = dataplane.model_ready(Target(model, parse_version(version)))
         return json_response({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
     async def infer(request: Request, model: str, version: str | None = None):
@@ -72,11 +64,11 @@ def build_router(inference: InferenceService, max_body_bytes: int, server_versio
         signature = str(parsed.parameters.get("signature_name", "serving_default"))
         inputs = {t.name: t.data for t in parsed.inputs}
         wanted = [o["name"] for o in parsed.outputs] or None
-        served, outputs = await inference.predict(target, signature, inputs, output_filter=wanted,
-                                                  deadline=inference.deadline(request_timeout(request)))
-        describe(request, version=served.number)
+        number, outputs = await dataplane.predict(target, signature, inputs, output_filter=wanted,
+                                                  deadline=dataplane.deadline(request_timeout(request)))
+        describe(request, version=number)
         payload, header_length = v2_codec.encode_infer_response(
-            model, str(served.number), outputs, request_id=parsed.id,
+            model, str(number), outputs, request_id=parsed.id,
             binary_outputs=v2_codec.binary_output_names(parsed, outputs))
         if header_length is None:
             return Response(payload, media_type="application/json")
@@ -94,18 +86,17 @@ def build_router(inference: InferenceService, max_body_bytes: int, server_versio
         describe(request, protocol=PROTOCOL, api="repository_index")
         return [{"name": name, "version": str(s.number), "state": "READY" if s.state == AVAILABLE else s.state,
                  "reason": s.error}
-                for name in repository.model_names() for s in repository.statuses(name)]
+                for name in dataplane.model_names() for s in dataplane.status(name)]
 
     @router.post("/v2/repository/models/{model}/load", summary="Load (re-scan) a model now")
     async def load(request: Request, model: str):
         describe(request, model=model, protocol=PROTOCOL, api="repository_load")
-        await repository.load(model)
-        return json_response({"name": model, "ready": repository.ready_model(model)})
+        return json_response({"name": model, "ready": await dataplane.load_model(model)})
 
     @router.post("/v2/repository/models/{model}/unload", summary="Unload a model until the next load")
     async def unload(request: Request, model: str):
         describe(request, model=model, protocol=PROTOCOL, api="repository_unload")
-        await repository.unload(model)
+        await dataplane.unload_model(model)
         return {"name": model, "ready": False}
 
     return router

@@ -1,0 +1,155 @@
+"""The data plane's interface: what every transport may call, and the wire-free types it speaks.
+
+Transports (HTTP routes, gRPC servicers) hold a ``DataPlane`` and nothing below it: they translate a wire
+format into these calls and the answers back, and never reach the repository, a loaded model or a batcher.
+``service/dataplane.py`` implements it over the model repository; tests may implement it with fakes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+
+if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, nor anything below it
+    import numpy as np
+
+    from service.core.tensors import SignatureInfo
+
+# Request limits and defaults every transport shares (one place, so HTTP and gRPC answer alike).
+MAX_IMAGES_PER_REQUEST = 256
+DEFAULT_TOP_K = 3
+
+# TF Serving's version states, as GetModelStatus reports them.
+LOADING, AVAILABLE, UNLOADING, END = "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which model a request names: a version number or a version label, or neither (the newest)."""
+
+    model: str
+    version: int | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class VersionStatus:
+    number: int
+    path: Path
+    state: str
+    error: str = ""
+    stamp: tuple = ()
+    changed_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    """A served version's signatures: as read (``signatures``) and as stored (``signature_defs``: TF's
+    SignatureDef protos, kept opaque here, for TF Serving's metadata APIs)."""
+
+    number: int
+    signatures: dict[str, SignatureInfo]
+    signature_defs: Any
+
+
+@dataclass(frozen=True)
+class ServedInfo:
+    """What the newest available version of a model tells about itself (console, Classifier.GetModel)."""
+
+    number: int
+    class_names: list[str] | None
+    image_size: int | None  # the pixels signature's height for a tlserve export, else None
+    batching: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version_labels: dict[str, int]
+    ready: bool
+    versions: list[VersionStatus]  # newest first
+    served: dict[int, ServedInfo]  # by version number, for the available versions
+
+
+class ResolvedVersion(Protocol):
+    """One version, resolved once for a request and held until the request ends."""
+
+    number: int
+
+    @property
+    def signatures(self) -> dict[str, SignatureInfo]: ...
+
+    def signature(self, name: str) -> SignatureInfo: ...
+
+    async def predict(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None,
+                      output_filter: list[str] | None = None) -> dict[str, np.ndarray]: ...
+
+
+class DataPlane(Protocol):
+    """Readiness, models and their versions, and inference, for every transport."""
+
+    # -- server ------------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """The one readiness rule of every view (HTTP /readyz and /v2/health/ready, gRPC health and V2)."""
+        ...
+
+    def begin_drain(self) -> None:
+        """Shutdown has begun: not ready from now on, still serving."""
+        ...
+
+    def deadline(self, timeout_s: float | None = None) -> float | None:
+        """A ``time.monotonic()`` deadline from the server's request timeout and the client's, if shorter."""
+        ...
+
+    # -- models ------------------------------------------------------------------------------------------
+    def model_names(self) -> list[str]: ...
+
+    def default_model(self) -> str:
+        """The one model served, or InvalidInput when there are several to choose from."""
+        ...
+
+    def model_ready(self, target: Target) -> bool:
+        """Whether the target can be served now; NotFound for an unknown model, version or label."""
+        ...
+
+    def status(self, model: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]: ...
+
+    def model_info(self, name: str) -> ModelInfo: ...
+
+    def metadata(self, target: Target) -> VersionMetadata: ...
+
+    async def load_model(self, name: str) -> bool:
+        """Bring a model back (or pick up new versions now); whether it is ready afterwards."""
+        ...
+
+    async def unload_model(self, name: str) -> None: ...
+
+    async def reload_config(self, config: Any) -> None:
+        """Serve the models of a TF Serving ``ModelServerConfig`` from now on (ModelService's reload)."""
+        ...
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def resolve(self, target: Target) -> ContextManager[ResolvedVersion]:
+        """The target's version, held (not unloaded) while the ``with`` block runs."""
+        ...
+
+    async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
+                      deadline: float | None = None, output_filter: list[str] | None = None
+                      ) -> tuple[int, dict[str, np.ndarray]]:
+        """Named tensors through a signature of the target's version; (version number, named outputs)."""
+        ...
+
+    async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
+                       pixels: np.ndarray | None = None, deadline: float | None = None
+                       ) -> tuple[int, list[list[Prediction]]]:
+        """The ``top_k`` classes of each encoded image (or pixels row), best first, for a tlserve export."""
+        ...

@@ -1,0 +1,160 @@
+"""The data plane over the model repository: the one door every transport goes through (``core.dataplane``).
+
+Each request resolves its version once (``resolve``), holds it while it runs, and reaches a batcher only
+through that version. Readiness is decided here, once, for every view of it.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+from service.core.dataplane import (AVAILABLE, DEFAULT_TOP_K, ModelInfo, Prediction, ServedInfo, Target,
+                                    VersionMetadata, VersionStatus)
+from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
+from service.repository.config import ConfigError, specs_from_proto
+from service.repository.manager import ModelRepository
+from service.serving.version import ServedVersion
+from tlserve.contract import DEFAULT_SIGNATURE, SCORES_OUTPUT, valid_model_name
+
+
+def ensure_model_name(name: str) -> str:
+    """Model names are plain identifiers (``valid_model_name``): '../x', NUL bytes or a 100 KB name are NotFound,
+    never a path, and the message does not echo more than a short prefix."""
+    if not valid_model_name(name):
+        raise NotFound(f"model {name[:100]!r} not found")
+    return name
+
+
+class RepositoryDataPlane:
+    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all"):
+        self.repository = repository
+        self.request_timeout_s = request_timeout_s
+        self.require_all = ready_when == "all"
+        self.draining = False
+
+    # -- server ------------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return not self.draining and self.repository.ready(require_all=self.require_all)
+
+    def begin_drain(self) -> None:
+        self.draining = True
+
+    def deadline(self, timeout_s: float | None = None) -> float | None:
+        """The server's request timeout, or the client's when it is shorter (or when the server sets none)."""
+        timeout = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s or timeout_s)
+        return time.monotonic() + timeout if timeout else None
+
+    # -- models ------------------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        return self.repository.model_names()
+
+    def default_model(self) -> str:
+        names = self.repository.model_names()
+        if len(names) != 1:
+            raise InvalidInput(f"name the model: this server has {len(names)} ({', '.join(names)})")
+        return names[0]
+
+    def _version(self, target: Target) -> ServedVersion:
+        return self.repository.resolve(ensure_model_name(target.model), target.version, target.label)
+
+    def model_ready(self, target: Target) -> bool:
+        self.repository.spec(ensure_model_name(target.model))  # an unknown model is NotFound, not "not ready"
+        try:
+            self._version(target)
+        except NotFound:
+            raise
+        except ServiceError:  # loading, or no version available yet
+            return False
+        return True
+
+    def status(self, model: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+        """Version states for ``model`` (one version when asked for by number or label)."""
+        statuses = self.repository.statuses(ensure_model_name(model))
+        if label is not None:
+            spec = self.repository.spec(model)
+            if label not in spec.labels:
+                raise NotFound(f"model '{model}' has no version label '{label}'")
+            version = spec.labels[label]
+        if version is not None:
+            statuses = [s for s in statuses if s.number == version]
+            if not statuses:
+                raise NotFound(f"model '{model}' version {version} not found")
+        return statuses
+
+    def model_info(self, name: str) -> ModelInfo:
+        statuses = self.repository.statuses(ensure_model_name(name))
+        served = {}
+        for status in statuses:
+            if status.state != AVAILABLE:
+                continue
+            try:
+                version = self.repository.resolve(name, status.number)
+            except ServiceError:  # it left between the two lookups: shown as a plain status
+                continue
+            served[status.number] = ServedInfo(status.number, version.class_names, version.image_size,
+                                               version.batching.as_dict())
+        return ModelInfo(name, dict(self.repository.spec(name).labels), self.repository.ready_model(name),
+                         statuses, served)
+
+    def metadata(self, target: Target) -> VersionMetadata:
+        version = self._version(target)
+        return VersionMetadata(version.number, version.signatures, version.model.signature_defs)
+
+    async def load_model(self, name: str) -> bool:
+        await self.repository.load(ensure_model_name(name))
+        return self.repository.ready_model(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self.repository.unload(ensure_model_name(name))
+
+    async def reload_config(self, config: Any) -> None:
+        try:
+            specs = specs_from_proto(config)
+        except ConfigError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if not specs and config.WhichOneof("config") != "model_config_list":
+            raise NotImplementedYet("only model_config_list configurations are supported")
+        await self.repository.replace_specs(specs)
+
+    # -- inference ---------------------------------------------------------------------------------------
+    @contextmanager
+    def resolve(self, target: Target) -> Iterator[ServedVersion]:
+        version = self._version(target)
+        version.acquire()
+        try:
+            yield version
+        finally:
+            version.release()
+
+    async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
+                      deadline: float | None = None, output_filter: list[str] | None = None
+                      ) -> tuple[int, dict[str, np.ndarray]]:
+        with self.resolve(target) as version:
+            outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
+                                            output_filter=output_filter)
+            return version.number, outputs
+
+    async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
+                       pixels: np.ndarray | None = None, deadline: float | None = None
+                       ) -> tuple[int, list[list[Prediction]]]:
+        if top_k < 1:
+            raise InvalidInput(f"top_k must be >= 1, got {top_k}")
+        if images and pixels is not None:
+            raise InvalidInput("send either images or pixels, not both")
+        with self.resolve(target) as version:
+            if not version.images or not version.class_names:
+                raise NotFound(f"model '{target.model}' is not an image classifier exported by tlserve")
+            if pixels is not None:
+                outputs = await version.classify_pixels(pixels, deadline=deadline)
+            else:
+                outputs = await version.classify_images(images or [], deadline=deadline)
+            names = version.class_names
+        scores = outputs[SCORES_OUTPUT]
+        k = min(top_k, scores.shape[1])
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return version.number, [[Prediction(names[i], int(i), float(row[i])) for i in order]
+                                for row, order in zip(scores, best)]
