@@ -158,8 +158,8 @@ def _usage() -> str:
 def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     """TF Serving's flags (and Docker environment) -> tlserve ``Settings``; file problems are ``UsageError``."""
     from service.repository.config import ConfigError, load_model_config
-    from tlserve.contract import valid_model_name
     from service.settings import Settings, SettingsError
+    from tlserve.contract import valid_model_name
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 
     def get(name: str) -> Any:  # Any: each flag's value has the type of its Flag.kind
