@@ -51,17 +51,18 @@ def testdata() -> Path:
     return TESTDATA
 
 
-def grpc_channel(to, *, root_certificates: Path | bytes | None = None, aio: bool = False):
+def grpc_channel(to, *, root_certificates: Path | bytes | None = None, aio: bool = False, options=None):
     """A gRPC channel to a test server (anything with ``grpc_target``) or to a ``host:port`` string.
 
     TLS when ``root_certificates`` (PEM bytes, or a PEM file) is given, plaintext otherwise; ``aio`` for a
-    ``grpc.aio`` channel. Use it in ``with`` (``async with`` for aio): leaving the block closes the channel."""
+    ``grpc.aio`` channel; ``options`` are grpc's channel arguments. Use it in ``with`` (``async with`` for aio):
+    leaving the block closes the channel."""
     target = to if isinstance(to, str) else to.grpc_target
     transport = grpc.aio if aio else grpc
     if root_certificates is None:
-        return transport.insecure_channel(target)
+        return transport.insecure_channel(target, options=options)
     pem = root_certificates.read_bytes() if isinstance(root_certificates, Path) else root_certificates
-    return transport.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=pem))
+    return transport.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=pem), options=options)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from tensorflow.core.framework import types_pb2
 
 from service.repository.config import ConfigFileSource
 from service.transport.grpc.tfserving import typed_tensor_proto
-from tests.tfserving_compat.conftest import HALF_PLUS_TWO, TESTDATA, write_model_config
+from tests.conftest import TESTDATA
+from tests.tfserving_compat.conftest import HALF_PLUS_TWO, write_model_config
 from tlserve.model_server import ConfigFileInvalid, UsageError, parse_flags, settings_from_flags
 from tlserve.tfserving_files import ConfigFileError, parse_batching_parameters, parse_prometheus_path
 
