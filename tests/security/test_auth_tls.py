@@ -179,3 +179,27 @@ def test_tls_settings_must_come_in_pairs_and_exist(tmp_path, tls_files):
         Settings(tls_cert_file=tmp_path / "missing.pem", tls_key_file=tls_files[1])
     with pytest.raises(SettingsError, match="auth_token_file"):
         Settings.from_env({"TLSERVE_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_the_token_is_read_once_by_the_composition_root(tmp_path):
+    """build_runtime reads the token file; the HTTP app (and BentoML's middleware) use that policy, not a re-read."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from service.app import build_runtime, create_app
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    settings = Settings(auth_token_file=token_file)
+    runtime = build_runtime(settings, CollectorRegistry())
+    token_file.write_text("changed")
+    app = create_app(settings, runtime=runtime, manage_lifecycle=False)
+
+    async def statuses():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as client:
+            return [(await client.get("/v1/models/m", headers={"Authorization": f"Bearer {token}"})).status_code
+                    for token in (TOKEN, "changed")]
+
+    assert asyncio.run(statuses()) == [404, 401]
+    assert runtime.auth.token == TOKEN.encode()

@@ -143,3 +143,31 @@ def test_predict_outputs_fill_typed_value_fields(value, field):
 def test_typed_string_values_from_text():
     proto = typed_tensor_proto(np.array(["héllo"], object))
     assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == ["héllo".encode()]
+
+
+def test_lifecycle_settings_from_tlserve_flags_then_tlserve_env_then_settings_defaults():
+    from service.settings import Settings
+
+    base = [f"--model_base_path={HALF_PLUS_TWO}"]
+    settings = settings_from_flags(parse_flags(base), {})
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (Settings().drain_delay_s,
+                                                                  Settings().shutdown_grace_s)
+    env = {"TLSERVE_DRAIN_DELAY_S": "7", "TLSERVE_SHUTDOWN_GRACE_S": "9", "TLSERVE_GRPC_PORT": "1"}
+    settings = settings_from_flags(parse_flags(base), env)
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (7.0, 9.0)
+    assert settings.grpc_port == 8500  # a TF Serving flag (given or not) decides its own setting
+    settings = settings_from_flags(parse_flags([*base, "--drain_delay_s=0.5", "--shutdown_grace_s=2"]), env)
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (0.5, 2.0)
+
+
+def test_flags_that_are_settings_take_their_defaults_from_settings():
+    from service.settings import Settings
+
+    from tlserve.model_server import FLAGS
+
+    defaults = Settings()
+    assert FLAGS["port"].default == defaults.grpc_port
+    assert FLAGS["host"].default == defaults.http_host
+    assert FLAGS["rest_api_timeout_in_ms"].default == int(defaults.request_timeout_s * 1000)
+    assert FLAGS["drain_delay_s"].default == defaults.drain_delay_s
+    assert FLAGS["shutdown_grace_s"].default == defaults.shutdown_grace_s
