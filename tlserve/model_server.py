@@ -46,6 +46,8 @@ _SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}
 def _setting(kind: type, name: str, help: str = "", scale: float = 1) -> Flag:
     """A flag for the same setting as Settings' ``name``, with Settings' default (times ``scale``: ms for s)."""
     field = _SETTINGS[name]
+    if field.default is dataclasses.MISSING:  # no default, or a default_factory: nothing to take over
+        raise TypeError(f"Settings.{name} has no plain default for a tlserve-model-server flag")
     return Flag(kind, kind(field.default * scale), help or field.metadata["help"])
 
 
