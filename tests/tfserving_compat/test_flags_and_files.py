@@ -171,3 +171,13 @@ def test_flags_that_are_settings_take_their_defaults_from_settings():
     assert FLAGS["rest_api_timeout_in_ms"].default == int(defaults.request_timeout_s * 1000)
     assert FLAGS["drain_delay_s"].default == defaults.drain_delay_s
     assert FLAGS["shutdown_grace_s"].default == defaults.shutdown_grace_s
+
+
+def test_a_flag_for_a_settings_field_without_a_plain_default_is_refused(monkeypatch):
+    import dataclasses
+
+    from tlserve import model_server
+
+    monkeypatch.setitem(model_server._SETTINGS, "no_default", dataclasses.field())  # as a default_factory field
+    with pytest.raises(TypeError, match="Settings.no_default has no plain default"):
+        model_server._setting(int, "no_default", "help")
