@@ -9,7 +9,6 @@ the arbiter never touches a model; that hook and the shutdown hook run the one `
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -20,6 +19,7 @@ from service.app import build_runtime, create_app
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.transport.http.auth import BearerAuth
+from service.transport.http.routing_errors import JsonRoutingErrors
 
 settings = Settings.from_env()
 runtime = build_runtime(settings)
@@ -58,37 +58,6 @@ class TlServe:
 
     def __is_alive__(self) -> bool:
         return True
-
-
-class JsonRoutingErrors:
-    """BentoML's own router answers a path that no route matches (it never reaches the mounted app) and a wrong
-    method on its own routes in text/plain; they answer ``{"error": ...}`` here, as under plain uvicorn."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        held: dict = {}
-
-        async def send_json(message):
-            if message["type"] == "http.response.start" and message["status"] in (404, 405) and \
-                    dict(message.get("headers") or []).get(b"content-type", b"").startswith(b"text/plain"):
-                held.update(start=message, body=b"")
-                return
-            if "start" not in held:
-                return await send(message)
-            held["body"] += message.get("body", b"")
-            if not message.get("more_body"):
-                body = json.dumps({"error": held["body"].decode("utf-8", "replace")}).encode()
-                headers = [(k, v) for k, v in held["start"].get("headers") or []
-                           if k not in (b"content-type", b"content-length")]
-                await send({**held["start"], "headers": headers + [(b"content-type", b"application/json"),
-                                                                    (b"content-length", str(len(body)).encode())]})
-                await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, send_json)
 
 
 TlServe.add_asgi_middleware(JsonRoutingErrors)

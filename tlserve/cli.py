@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -29,6 +30,7 @@ def _positive(text: str) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from training.distribute import export_destination
     from training.evaluate import export_trained
     from training.report import summary_lines
     from training.train import TrainConfig, train
@@ -45,9 +47,16 @@ def _train(args: argparse.Namespace) -> int:
     )
     cfg.validate()
     trained = train(cfg)
-    path, report = export_trained(trained, args.out, args.version)
+    with export_destination(args.out, trained.chief) as out:  # other workers: a temporary folder, removed
+        path, report = export_trained(trained, out, args.version)
     print("\n".join(summary_lines(report)))
     print(f"training took {trained.seconds:.0f} s")
+    print(f"weights sha256 {trained.info['weights_sha256']}")
+    if "shard" in trained.info:
+        print(f"training shard {json.dumps(trained.info['shard'])}")
+    if not trained.chief:
+        print("not exporting: this worker is not the chief (the chief exports)")
+        return 0
     print(f"exported {path}")
     print(f"report   {path / REPORT_DIR / 'report.md'}")
     return 0

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 
 from service.repository.config import ConfigFileSource
-from service.transport.grpc.tfserving import typed_tensor_proto
 from tests.conftest import TESTDATA
 from tests.tfserving_compat.conftest import HALF_PLUS_TWO, write_model_config
 from tlserve.model_server import ConfigFileInvalid, UsageError, parse_flags, settings_from_flags
@@ -119,30 +115,6 @@ def test_config_file_source_polls_only_as_asked(tmp_path):
     write_model_config(path, {"b": HALF_PLUS_TWO})
     assert [s.name for s in once()] == ["a"]  # 0: read at start only, as TF Serving's default
     assert [s.name for s in every()] == ["b"]
-
-
-@pytest.mark.parametrize("value, field", [
-    (np.array([[1.5], [2.5]], np.float32), "float_val"),
-    (np.array([1.5, -2.0], np.float64), "double_val"),
-    (np.array([[1, 2, 3]], np.int32), "int_val"),
-    (np.array([7, 8], np.uint8), "int_val"),
-    (np.array([2**40, -1], np.int64), "int64_val"),
-    (np.array([2**63], np.uint64), "uint64_val"),
-    (np.array([True, False]), "bool_val"),
-    (np.array([0.5, 2.0], np.float16), "half_val"),
-    (np.array([1 + 2j], np.complex64), "scomplex_val"),
-    (np.array([b"a", b"\xff"], object), "string_val"),
-])
-def test_predict_outputs_fill_typed_value_fields(value, field):
-    proto = typed_tensor_proto(value)
-    assert proto.tensor_content == b"" and len(getattr(proto, field)) > 0
-    assert [d.size for d in proto.tensor_shape.dim] == list(value.shape)
-    np.testing.assert_array_equal(tf.make_ndarray(proto), value)
-
-
-def test_typed_string_values_from_text():
-    proto = typed_tensor_proto(np.array(["héllo"], object))
-    assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == ["héllo".encode()]
 
 
 def test_lifecycle_settings_from_tlserve_flags_then_tlserve_env_then_settings_defaults():
