@@ -38,7 +38,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, name=args.name, backbone=args.backbone, weights=args.weights, image_size=args.image_size,
         resize=args.resize, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_learning_rate=args.fine_tune_lr,
+        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_lr,
         fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
         augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
         split_seed=args.split_seed,
@@ -171,7 +172,7 @@ def _predict(args: argparse.Namespace) -> int:
     client = GrpcClient(args.grpc, args.timeout) if args.grpc else HttpClient(args.url, timeout_s=args.timeout)
     images = [(path, Path(path).read_bytes()) for path in args.images]
     result = client.classify([data for _, data in images], model=args.model, top_k=args.top_k)
-    for (path, _), predictions in zip(images, result["predictions"]):
+    for (path, _), predictions in zip(images, result["predictions"], strict=True):
         print(f"{path}:")
         for p in predictions:
             print(f"  {p['label']} {p['score']:.4f}")
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="fine-tune a backbone on labelled images and export a SavedModel")
-    t.add_argument("--data", required=True, help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
+    t.add_argument("--data", required=True,
+                   help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
     t.add_argument("--name", required=True, help="model name: exported to <out>/<name>/<version>/")
     t.add_argument("--out", default="models", help="model repository (default: models)")
     t.add_argument("--version", type=_positive, help="version number (default: the next free one)")

@@ -16,6 +16,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.settings import Settings, SettingsError
 
@@ -45,6 +46,8 @@ _SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}
 def _setting(kind: type, name: str, help: str = "", scale: float = 1) -> Flag:
     """A flag for the same setting as Settings' ``name``, with Settings' default (times ``scale``: ms for s)."""
     field = _SETTINGS[name]
+    if field.default is dataclasses.MISSING:  # no default, or a default_factory: nothing to take over
+        raise TypeError(f"Settings.{name} has no plain default for a tlserve-model-server flag")
     return Flag(kind, kind(field.default * scale), help or field.metadata["help"])
 
 
@@ -119,7 +122,8 @@ def parse_flags(argv: list[str]) -> dict[str, object]:
         i += 1
         if not arg.startswith("-") or arg in ("-", "--"):
             raise UsageError(f"unexpected argument {arg!r}: flags look like --name=value")
-        name, has_value, raw = arg.lstrip("-").partition("=")
+        name, equals, raw = arg.lstrip("-").partition("=")
+        has_value = bool(equals)
         if name in ("help", "helpfull", "h"):
             raise SystemExit(_usage())
         if name == "version":
@@ -177,11 +181,13 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     from tlserve.contract import valid_model_name
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 
-    get = lambda name: values.get(name, FLAGS[name].default)  # noqa: E731 - one-line lookup with default
+    def get(name: str) -> Any:  # Any: each flag's value has the type of its Flag.kind
+        return values.get(name, FLAGS[name].default)
+
     docker = not any(name in values for name in ("model_base_path", "model_config_file", "model_name")) and (
         "MODEL_NAME" in environ or "MODEL_BASE_PATH" in environ)
     rest_port = get("rest_api_port")
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # Settings' keyword arguments
     if docker:
         # TF Serving's Docker entrypoint: --model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME
         name = environ.get("MODEL_NAME", DOCKER_MODEL_NAME)

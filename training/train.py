@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
@@ -100,7 +101,7 @@ def pixels_dataset(images: list[bytes], size: int, policy: str) -> tf.data.Datas
 class _Feed:
     """How one split is fed: what ``fit`` gets, and the steps per epoch when every worker must take as many."""
 
-    dataset: object
+    dataset: Any  # a tf.data.Dataset, or a tf.distribute DistributedDataset (both untyped)
     steps: int | None
     shard_images: int
 
@@ -159,7 +160,8 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
 
 
-def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *, min_epochs: int = 0) -> dict[str, list[float]]:
+def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *,
+         min_epochs: int = 0) -> dict[str, list[float]]:
     if epochs == 0:
         return {}
     has_val = val is not None
@@ -173,8 +175,8 @@ def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *, min_e
     # shuffle=False: the tf.data pipeline shuffles; Keras would ignore the flag for a dataset and warn.
     # Class weights come as per-example sample weights from the pipeline (Keras cannot add them to a
     # distributed dataset).
-    history = model.fit(train.dataset, validation_data=val.dataset if has_val else None, epochs=epochs,
-                        steps_per_epoch=train.steps, validation_steps=val.steps if has_val else None,
+    history = model.fit(train.dataset, validation_data=val.dataset if val is not None else None, epochs=epochs,
+                        steps_per_epoch=train.steps, validation_steps=val.steps if val is not None else None,
                         callbacks=callbacks, shuffle=False, verbose=cfg.verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
@@ -205,7 +207,7 @@ def _fit_multi_worker(model, train: _Feed, val: _Feed | None, epochs, cfg, strat
                 per = per_example(y, scores)
                 loss = tf.nn.compute_average_loss(per * w, global_batch_size=cfg.batch_size)
             grads = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             return sums(y, scores, w, per)
         return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(step, args=next(iterator))]
 

@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.settings import Settings
 from service.transport.grpc.protos.inference import grpc_service_pb2 as v2_pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc as v2_grpc
+from tests.conftest import TESTDATA, grpc_channel
 from tests.serve_process import start_serve
-from tests.service.conftest import TESTDATA, copy_version, start_server
+from tests.service.conftest import copy_version, start_server
 
 AGREE_WITHIN_S = 3.0  # gRPC health is refreshed from readiness twice a second: allow a few refreshes
 
@@ -89,7 +90,7 @@ def test_views_agree_at_start_after_unload_and_with_a_model_that_fails_to_load(t
     root = _repo(tiny_export, tmp_path / "repo")
     server = start_server(Settings(model_repo=root, poll_interval_s=0.3, ready_when=ready_when))
     try:
-        with grpc.insecure_channel(server.grpc_target) as channel, httpx.Client(base_url=server.url) as http:
+        with grpc_channel(server) as channel, httpx.Client(base_url=server.url) as http:
             assert_agree(server.url, channel, True, "at start")
 
             assert http.post("/v2/repository/models/half_plus_two/unload").status_code == 200
@@ -114,7 +115,7 @@ def test_views_agree_at_start_after_unload_and_with_a_model_that_fails_to_load(t
 def test_views_agree_during_a_drain_of_the_uvicorn_app(model_repo):
     server = start_server(Settings(model_repo=model_repo, poll_interval_s=0))
     try:
-        with grpc.insecure_channel(server.grpc_target) as channel:
+        with grpc_channel(server) as channel:
             assert_agree(server.url, channel, True, "at start")
             loop = server.server.servers[0].get_loop()  # the event loop of the uvicorn thread
             asyncio.run_coroutine_threadsafe(server.runtime.drain(), loop).result(timeout=30)
@@ -133,7 +134,7 @@ def test_views_agree_throughout_the_drain_of_tlserve_serve(model_repo, tmp_path)
     serve = start_serve(model_repo, tmp_path / "serve.log", "--drain-delay-s", str(DRAIN_DELAY_S),
                         "--shutdown-grace-s", "5")
     try:
-        with grpc.insecure_channel(serve.grpc_target) as channel:
+        with grpc_channel(serve) as channel:
             assert_agree(serve.url, channel, True, "at start")
             serve.process.send_signal(signal.SIGTERM)
             sent = time.monotonic()

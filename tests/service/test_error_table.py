@@ -23,8 +23,9 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.settings import Settings
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from tests.conftest import TESTDATA, grpc_channel
 from tests.reliability.conftest import save_slow_model
-from tests.service.conftest import TESTDATA, copy_version, start_server
+from tests.service.conftest import copy_version, start_server
 
 # DESIGN.md "Errors", copied: kind -> (HTTP status, gRPC code). Keys are the service's names for the kinds.
 TABLE = {
@@ -74,9 +75,8 @@ def http(table_server):
 
 
 @pytest.fixture(scope="module")
-def channel(table_server):
-    with grpc.insecure_channel(table_server.grpc_target,
-                               options=[("grpc.max_send_message_length", 8 * 2**20)]) as ch:
+def channel(table_server):  # the shared fixture's, to this module's server, sending messages up to 8 MB
+    with grpc_channel(table_server, options=[("grpc.max_send_message_length", 8 * 2**20)]) as ch:
         yield ch
 
 

@@ -13,12 +13,7 @@ from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
+from tests.conftest import grpc_channel
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +183,7 @@ def test_http_and_grpc_requests_share_the_pixels_batches(server, images):
 
     async def main():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
-                grpc.aio.insecure_channel(server.grpc_target) as channel:
+                grpc_channel(server, aio=True) as channel:
             stub = classifier_pb2_grpc.ClassifierStub(channel)
             calls = [http.post("/classify", json={"model": "shapes", "images": [base64.b64encode(images[0]).decode()]})
                      for _ in range(16)]

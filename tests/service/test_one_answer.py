@@ -20,14 +20,9 @@ from service.settings import Settings
 from service.transport.grpc.protos.inference import grpc_service_pb2 as v2_pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc as v2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from tests.conftest import grpc_channel
 from tests.serve_process import start_serve
 from tests.service.conftest import copy_version, start_server
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
 
 
 def assert_json_error(response: httpx.Response, statuses: range | tuple = range(400, 500)) -> None:
@@ -226,7 +221,7 @@ def _grpc_bool(server, raw: bytes):
     request = v2_pb.ModelInferRequest(model_name="flip")
     request.inputs.add(name="b", datatype="BOOL", shape=[len(raw)])
     request.raw_input_contents.append(raw)
-    with grpc.insecure_channel(server.grpc_target) as ch:
+    with grpc_channel(server) as ch:
         return v2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(request, timeout=30)
 
 

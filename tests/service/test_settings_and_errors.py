@@ -10,6 +10,7 @@ import pytest
 from service.core import errors
 from service.settings import Settings, SettingsError
 from service.transport.http.common import error_response
+from tests.conftest import grpc_channel
 
 
 def test_settings_survive_the_trip_through_the_environment():
@@ -85,7 +86,7 @@ def test_grpc_answers_each_error_kind_with_its_code():
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         codes = {}
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc_channel(f"127.0.0.1:{port}", aio=True) as channel:
             call = channel.unary_unary("/test.Errors/Raise")
             for kind in errors.ERROR_TABLE:
                 try:

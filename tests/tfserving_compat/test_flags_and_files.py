@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.repository.config import ConfigFileSource
-from tests.tfserving_compat.conftest import HALF_PLUS_TWO, TESTDATA, write_model_config
+from tests.conftest import TESTDATA
+from tests.tfserving_compat.conftest import HALF_PLUS_TWO, write_model_config
 from tlserve.model_server import ConfigFileInvalid, UsageError, parse_flags, settings_from_flags
 from tlserve.tfserving_files import ConfigFileError, parse_batching_parameters, parse_prometheus_path
 
@@ -142,3 +143,13 @@ def test_flags_that_are_settings_take_their_defaults_from_settings():
     assert FLAGS["rest_api_timeout_in_ms"].default == int(defaults.request_timeout_s * 1000)
     assert FLAGS["drain_delay_s"].default == defaults.drain_delay_s
     assert FLAGS["shutdown_grace_s"].default == defaults.shutdown_grace_s
+
+
+def test_a_flag_for_a_settings_field_without_a_plain_default_is_refused(monkeypatch):
+    import dataclasses
+
+    from tlserve import model_server
+
+    monkeypatch.setitem(model_server._SETTINGS, "no_default", dataclasses.field())  # as a default_factory field
+    with pytest.raises(TypeError, match="Settings.no_default has no plain default"):
+        model_server._setting(int, "no_default", "help")

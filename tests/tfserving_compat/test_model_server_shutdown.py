@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from tests.conftest import grpc_channel
 from tests.tfserving_compat.conftest import HALF_PLUS_TWO, run_model_server
 from tests.tfserving_compat.test_model_server_e2e import verify_predict
 
@@ -55,7 +56,7 @@ def test_sigterm_drains_then_exits_0_within_the_settings_grace(mode, tmp_path):
                               wait=rest)
     hung = None
     try:
-        with grpc.insecure_channel(server.grpc_target) as channel:
+        with grpc_channel(server) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             _wait_serving(health, server)
