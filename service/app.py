@@ -12,17 +12,16 @@ import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-from starlette.requests import Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from service.codec.images import ImageLimits
 from service.auth import AuthPolicy
+from service.codec.images import ImageLimits
 from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
 from service.lifecycle import Lifecycle
@@ -37,7 +36,6 @@ from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, tfserving, v2
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
-from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ class AuthPolicy:
     open_paths: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "AuthPolicy":
+    def from_settings(cls, settings: Settings) -> AuthPolicy:
         open_paths = tuple(p.strip() for p in settings.auth_open_paths.split(",") if p.strip())
         if settings.prometheus_path and "/metrics" in open_paths:  # the same metrics at TF Serving's path
             open_paths += (settings.prometheus_path,)
@@ -53,7 +53,8 @@ class AuthPolicy:
         scheme, _, presented = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-        if not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"), self.token):
+        if self.token is None or not hmac.compare_digest(presented.strip().encode("utf-8", "surrogateescape"),
+                                                         self.token):
             raise Unauthenticated("invalid bearer token")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import cast
 
 import bentoml
 
@@ -60,6 +61,8 @@ class TlServe:
         return True
 
 
-TlServe.add_asgi_middleware(JsonRoutingErrors)
+# @bentoml.service made TlServe a bentoml Service (its type hints still say the class).
+bento = cast(bentoml.Service, TlServe)
+bento.add_asgi_middleware(JsonRoutingErrors)
 if runtime.auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
-    TlServe.add_asgi_middleware(BearerAuth, policy=runtime.auth)
+    bento.add_asgi_middleware(BearerAuth, policy=runtime.auth)

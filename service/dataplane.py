@@ -7,13 +7,22 @@ through that version. Readiness is decided here, once, for every view of it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from service.core.dataplane import (AVAILABLE, DEFAULT_TOP_K, ModelInfo, Prediction, ServedInfo, Target,
-                                    VersionMetadata, VersionStatus)
+from service.core.dataplane import (
+    AVAILABLE,
+    DEFAULT_TOP_K,
+    ModelInfo,
+    Prediction,
+    ServedInfo,
+    Target,
+    VersionMetadata,
+    VersionStatus,
+)
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
@@ -157,4 +166,4 @@ class RepositoryDataPlane:
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return version.number, [[Prediction(names[i], int(i), float(row[i])) for i in order]
-                                for row, order in zip(scores, best)]
+                                for row, order in zip(scores, best, strict=True)]

@@ -23,7 +23,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -85,7 +86,7 @@ class Lifecycle:
         self.runtime = runtime
         self._listeners = listeners
         self._stop_http = stop_http
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal() returned: a handler, SIG_DFL, SIG_IGN or None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._skip_delay = asyncio.Event()  # a second signal cuts the drain delay short
@@ -112,12 +113,14 @@ class Lifecycle:
         return True
 
     def _on_signal(self, sig: int, frame) -> None:
+        assert self._loop is not None  # installed by start(), on the running loop
         self._loop.call_soon_threadsafe(self._handle, sig)
 
     def _handle(self, sig: int) -> None:
         if self.handed_over.is_set():
             self._hand_over(sig)  # a second signal: e.g. uvicorn stops waiting for in-flight requests
         elif self._task is None:
+            assert self._loop is not None
             self._task = self._loop.create_task(self.shutdown(sig), name="graceful-shutdown")
         else:
             self._skip_delay.set()
@@ -176,10 +179,11 @@ async def serve(runtime, app=None) -> None:
         finally:
             await lifecycle.stop()
         return
-    tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)} \
-        if settings.tls_cert_file else {}
+    tls = settings.tls_cert_file is not None
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            timeout_graceful_shutdown=settings.shutdown_grace_s, **tls)
+                            timeout_graceful_shutdown=settings.shutdown_grace_s,
+                            ssl_certfile=str(settings.tls_cert_file) if tls else None,
+                            ssl_keyfile=str(settings.tls_key_file) if tls else None)
     server = _HttpServer(config)
     listener = config.bind_socket()
     lifecycle = Lifecycle(runtime, lambda: [listener], stop_http=server.stop)

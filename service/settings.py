@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -128,7 +129,7 @@ class Settings:
             overrides[model.strip()] = values
         return overrides
 
-    def batching_for(self, model: str) -> "Settings":
+    def batching_for(self, model: str) -> Settings:
         """These settings with ``model``'s batching overrides applied (and validated)."""
         changes = self.batching_overrides().get(model, {})
         allowed = {"max_batch_size", "batch_timeout_ms", "max_queue", "max_concurrent_batches",
@@ -159,13 +160,13 @@ class Settings:
         return int(self.max_body_mb * 2**20)
 
     @classmethod
-    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Settings from ``TLSERVE_<FIELD>`` variables (unset ones keep their defaults), then ``overrides``
         (command-line flags, say): validated once, as a whole."""
-        environ = os.environ if environ is None else environ
+        env: Mapping[str, str] = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = environ.get(env_name(f))
+            raw = env.get(env_name(f))
             if raw is None:
                 continue
             values[f.name] = convert(f, raw)
@@ -180,7 +181,7 @@ class Settings:
                 env[env_name(f)] = str(value)
         return env
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
 
 

@@ -19,8 +19,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from service.core.errors import DeadlineExceeded, InternalError, ServiceError, TooLarge, Unavailable
 
@@ -114,7 +115,7 @@ class DynamicBatcher(Generic[T, R]):
                 return list(await results)
             try:
                 return list(await asyncio.wait_for(results, max(0.0, deadline - time.monotonic())))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise DeadlineExceeded("deadline passed before the model answered") from None
         finally:
             # On failure or cancellation, siblings still queued are not worth running.
@@ -133,7 +134,7 @@ class DynamicBatcher(Generic[T, R]):
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             if batch:
@@ -145,7 +146,7 @@ class DynamicBatcher(Generic[T, R]):
     def _drop_dead(self) -> None:
         """Fail expired items and forget cancelled ones at the head of the queue and anywhere in it."""
         now = time.monotonic()
-        alive = deque()
+        alive: deque[_Entry] = deque()
         for e in self._queue:
             if e.future.done():
                 continue
@@ -183,7 +184,7 @@ class DynamicBatcher(Generic[T, R]):
                 outcome = [await self._call_one(e) for e in batch]
             if isinstance(outcome, Exception):
                 outcome = [outcome] * len(batch)
-            for entry, result in zip(batch, outcome):
+            for entry, result in zip(batch, outcome, strict=True):
                 self._settle(entry, result)
         finally:
             self._in_flight -= 1

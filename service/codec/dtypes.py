@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import ml_dtypes  # a TensorFlow dependency; numpy itself has no bfloat16
 import numpy as np
+
 # tensorflow.core is a package of `tensorflow`, so this still runs tensorflow/__init__; it is what TF offers.
 from tensorflow.core.framework import types_pb2
 
@@ -82,7 +84,7 @@ _BY_NUMPY = {d.numpy: d for d in DTYPES if d is not BYTES}
 
 def by_v2(name: str) -> DType:
     """The dtype with this KServe V2 datatype name (exact, upper case); ``InvalidInput`` if there is none."""
-    found = _BY_V2.get(name) if isinstance(name, str) else None
+    found = _BY_V2.get(name)  # a non-string name (from JSON) finds nothing too
     if found is None:
         raise InvalidInput(f"unknown datatype {name!r}; expected one of {', '.join(_BY_V2)}")
     return found
@@ -213,9 +215,9 @@ def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str, fro
             array = wide.astype(dtype.numpy)
         infinite = np.isinf(wide).ravel() if from_json else None
         if infinite is not None and infinite.any():  # Infinity tokens, or a literal too large (1e999): refused
-            for i in np.flatnonzero(infinite):
-                if overflowed(flat[i]):
-                    raise InvalidInput(f"{where}{_index(grid.shape, int(i))}: a number too large for a double "
+            for j in np.flatnonzero(infinite).tolist():
+                if overflowed(flat[j]):
+                    raise InvalidInput(f"{where}{_index(grid.shape, j)}: a number too large for a double "
                                        "(write Infinity for infinity)")
         # A finite number that became infinite did not fit the dtype: refuse it rather than send inf to the model.
         overflow = np.isinf(array.astype(np.float64)) & np.isfinite(wide)

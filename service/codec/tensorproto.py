@@ -9,7 +9,8 @@ Results are filled into the response messages the servicer hands over (``Classif
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -102,10 +103,12 @@ def fill_classification(outputs: Mapping[str, np.ndarray], result: Any) -> None:
     scores, classes = outputs.get("scores"), outputs.get("classes")
     if scores is None and classes is None:
         raise InvalidInput("the signature has neither 'scores' nor 'classes' outputs to classify with")
-    rows = len(scores if scores is not None else classes)
+    table = scores if scores is not None else classes
+    assert table is not None  # one of the two, checked above
+    rows = len(table)
+    width = table.reshape(rows, -1).shape[1]
     for i in range(rows):
         entry = result.classifications.add()
-        width = (scores if scores is not None else classes).reshape(rows, -1).shape[1]
         for j in range(width):
             item = entry.classes.add()
             if classes is not None:

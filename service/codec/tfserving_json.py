@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
@@ -147,7 +148,7 @@ def format_predict(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
     if len(values) == 1:
         return {"predictions": next(iter(values.values()))}
     names = list(values)
-    return {"predictions": [dict(zip(names, row)) for row in zip(*values.values())]}
+    return {"predictions": [dict(zip(names, row, strict=True)) for row in zip(*values.values(), strict=True)]}
 
 
 # ---------------------------------------------------------------------------------------- classify/regress
@@ -271,8 +272,8 @@ def format_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> di
                   for row in np.asarray(classes).tolist()]
     values = to_json_value(np.asarray(scores), bytes_as_b64=False) if scores is not None else \
         [[0.0] * shape[1] for _ in range(shape[0])]
-    return {"results": [[[label, score] for label, score in zip(label_row, score_row)]
-                        for label_row, score_row in zip(labels, values)]}
+    return {"results": [[[label, score] for label, score in zip(label_row, score_row, strict=True)]
+                        for label_row, score_row in zip(labels, values, strict=True)]}
 
 
 def format_regress(values: np.ndarray) -> dict:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class V2Request:
 
 # ---------------------------------------------------------------------------------------------------- BYTES elements
 
-def encode_bytes_elements(values: Sequence[bytes]) -> bytes:
+def encode_bytes_elements(values: Sequence[bytes | str]) -> bytes:
     """Length-prefixed encoding of BYTES elements: for each, a 4-byte little-endian length, then the bytes."""
     parts = []
     for value in values:
@@ -62,7 +63,7 @@ def encode_bytes_elements(values: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
-def decode_bytes_elements(raw: bytes, count: int, *, what: str = "BYTES data") -> list[bytes]:
+def decode_bytes_elements(raw: bytes | memoryview, count: int, *, what: str = "BYTES data") -> list[bytes]:
     """Split length-prefixed BYTES data into exactly ``count`` elements that use up ``raw`` exactly.
 
     ``what`` names the tensor in error messages (``InvalidInput``).
@@ -208,7 +209,7 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
         if has_data:
             data = _json_tensor(raw["data"], dtype, shape, name)
         else:
-            if not _is_int(size) or size < 0:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:  # JSON true is not a size
                 raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative integer")
             if header_length is None:
                 raise InvalidInput(f"input '{name}' has binary_data_size but the request has no "

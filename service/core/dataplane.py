@@ -8,9 +8,10 @@ format into these calls and the answers back, and never reach the repository, a 
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, nor anything below it
     import numpy as np
@@ -138,7 +139,7 @@ class DataPlane(Protocol):
         ...
 
     # -- inference ---------------------------------------------------------------------------------------
-    def resolve(self, target: Target) -> ContextManager[ResolvedVersion]:
+    def resolve(self, target: Target) -> AbstractContextManager[ResolvedVersion]:
         """The target's version, held (not unloaded) while the ``with`` block runs."""
         ...
 

@@ -20,7 +20,7 @@ class TensorSpec:
     @property
     def batched(self) -> bool:
         """True when the first dimension is a free batch dimension, so rows can be stacked."""
-        return bool(self.shape) and self.shape[0] is None
+        return self.shape is not None and len(self.shape) > 0 and self.shape[0] is None
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 
-from service.core.errors import ERROR_TABLE
-
 from service.batching.batcher import BatchStats
+from service.core.errors import ERROR_TABLE
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -42,7 +41,7 @@ class PlainCounter:
     def collect(self):
         metric = Metric(self.name, self.documentation, "counter")
         for labels, value in sorted(self._values.items()):
-            metric.add_sample(self.name, dict(zip(self.labelnames, labels)), value)
+            metric.add_sample(self.name, dict(zip(self.labelnames, labels, strict=True)), value)
         yield metric
 
 
@@ -82,7 +81,8 @@ class Metrics:
         if protocol in TFS_ENTRYPOINTS and api in TFS_APIS:
             status = code if not code.isdigit() else _GRPC_CODE_OF_HTTP.get(int(code), "UNKNOWN")
             self.tfs_request_count.inc(model or "", status)
-            self.tfs_request_latency.labels(model or "", TFS_APIS[api], TFS_ENTRYPOINTS[protocol]).observe(seconds * 1e6)
+            latency = self.tfs_request_latency.labels(model or "", TFS_APIS[api], TFS_ENTRYPOINTS[protocol])
+            latency.observe(seconds * 1e6)
 
     def observe_batch(self, model: str, version: int, stats: BatchStats, queue_depth: int) -> None:
         labels = (model, str(version))

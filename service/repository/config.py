@@ -67,7 +67,8 @@ class ModelSpec:
         object.__setattr__(self, "labels", MappingProxyType({str(k): int(v) for k, v in self.labels.items()}))
 
 
-def parse_model_config(text: str, *, relative_to: Path | None = None, source: str = "<model config>") -> list[ModelSpec]:
+def parse_model_config(text: str, *, relative_to: Path | None = None,
+                       source: str = "<model config>") -> list[ModelSpec]:
     """Parse a TF Serving ``ModelServerConfig`` text proto into specs, in file order.
 
     Relative ``base_path`` values are resolved against ``relative_to`` when it is given; ``source`` only names the
@@ -105,7 +106,8 @@ def load_model_config(path: str | Path) -> list[ModelSpec]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the model config file ({exc}); check the --model-config-file path")
+        raise ConfigError(f"{path}: cannot read the model config file ({exc}); "
+                          "check the --model-config-file path") from exc
     return parse_model_config(text, relative_to=path.parent, source=str(path))
 
 

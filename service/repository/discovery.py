@@ -11,8 +11,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlserve.contract import (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE, VARIABLES_DIR, VARIABLES_INDEX_FILE,
-                              is_version_name, parse_version, version_name_order)
+from tlserve.contract import (
+    SAVED_MODEL_FILE,
+    SAVED_MODEL_TEXT_FILE,
+    VARIABLES_DIR,
+    VARIABLES_INDEX_FILE,
+    is_version_name,
+    parse_version,
+    version_name_order,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from service.core.dataplane import AVAILABLE, END, LOADING, UNLOADING, VersionStatus
 from service.core.errors import NotFound, Unavailable

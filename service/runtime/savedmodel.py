@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -92,7 +92,7 @@ class _SessionRunner:
         # does not (it feeds half_plus_two's [-1, 1] 'x' a [3] tensor and answers [3] values), so the session is
         # run as TF Serving runs it, through the C API. The graph still refuses what it cannot compute.
         values = self._session._call_tf_sessionrun(None, feeds, fetches, [], None)
-        return dict(zip(names, values))
+        return dict(zip(names, values, strict=True))
 
 
 class LoadedModel:

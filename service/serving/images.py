@@ -20,8 +20,16 @@ from service.core.errors import InvalidInput, ServiceError, TooLarge, Unsupporte
 from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 from service.serving.rows import run_rows
-from tlserve.contract import (CLASSIFY_SIGNATURE, DEFAULT_SIGNATURE, IMAGE_INPUT, IMAGE_MODEL_SIGNATURES, PIXELS_INPUT,
-                              PIXELS_SIGNATURE, PREPROCESS_OUTPUT, PREPROCESS_SIGNATURE)
+from tlserve.contract import (
+    CLASSIFY_SIGNATURE,
+    DEFAULT_SIGNATURE,
+    IMAGE_INPUT,
+    IMAGE_MODEL_SIGNATURES,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    PREPROCESS_OUTPUT,
+    PREPROCESS_SIGNATURE,
+)
 
 IMAGE_SIGNATURES = (DEFAULT_SIGNATURE, CLASSIFY_SIGNATURE)  # encoded images in, scores out: through the queue
 
@@ -50,7 +58,10 @@ class ImagePipeline:
         self.model = model
         self.limits = limits
         self.allowed_batch_sizes = allowed_batch_sizes
-        self.pixels_shape = tuple(model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape[1:])
+        shape = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape
+        if shape is None or len(shape) != 4:  # a version this can't serve is refused at load, never at a request
+            raise InvalidInput(f"signature '{PIXELS_SIGNATURE}' must take [N, H, W, C] pixels, got {shape}")
+        self.pixels_shape = tuple(shape[1:])
 
     # -- per request, before the queue ---------------------------------------------------------------
     def check_headers(self, images: list[bytes]) -> None:
@@ -102,15 +113,15 @@ class ImagePipeline:
         rows = {k: item for k, item in enumerate(items) if not isinstance(item, EncodedImage)}
         encoded = {k: item for k, item in enumerate(items) if isinstance(item, EncodedImage)}
         if encoded:
-            for k, decoded in zip(encoded, self._decode_all(list(encoded.values()))):
+            for k, decoded in zip(encoded, self._decode_all(list(encoded.values())), strict=True):
                 if isinstance(decoded, Exception):
                     results[k] = decoded
                 else:
                     rows[k] = {PIXELS_INPUT: decoded}
         if rows:
-            for k, outputs in zip(rows, run_rows(self.model, PIXELS_SIGNATURE, list(rows.values()),
-                                                 self.allowed_batch_sizes)):
-                results[k] = outputs
+            outputs = run_rows(self.model, PIXELS_SIGNATURE, list(rows.values()), self.allowed_batch_sizes)
+            for k, row in zip(rows, outputs, strict=True):
+                results[k] = row
         return results  # type: ignore[return-value]  # every slot is filled above
 
     def _decode_all(self, images: list[EncodedImage]) -> list[np.ndarray | ServiceError]:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from service.batching.batcher import BatchStats
 from service.codec.images import ImageLimits
+from service.core.errors import InvalidInput
 from service.runtime.savedmodel import LoadedModel
 from service.serving.version import BatchingSettings, ServedVersion
 from tlserve.contract import LABELS_FILE, PIXELS_INPUT, PIXELS_SIGNATURE
@@ -39,6 +40,8 @@ class VersionLoader:
 
 def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:
     """tlserve exports are served through ``pixels``, which TF Serving's warm-up records do not call."""
-    _, height, width, channels = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape
+    _, height, width, channels = model.signatures[PIXELS_SIGNATURE].inputs[PIXELS_INPUT].shape or (None,) * 4
+    if height is None or width is None or channels is None:
+        raise InvalidInput(f"signature '{PIXELS_SIGNATURE}' must take a fixed [N, H, W, C] input")
     for size in batch_sizes:
         model.run(PIXELS_SIGNATURE, {PIXELS_INPUT: np.zeros((size, height, width, channels), np.uint8)})

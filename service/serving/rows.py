@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from service.core.errors import InternalError, InvalidInput
 from service.runtime.savedmodel import LoadedModel
 
 
-def split_rows(signature: str, input_names, inputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+def split_rows(signature: str, input_names: Iterable[str], inputs: dict[str, np.ndarray]
+               ) -> list[dict[str, np.ndarray]]:
     """One dict per row of a request whose inputs share a leading batch dimension."""
     if set(inputs) != set(input_names):
         raise InvalidInput(f"signature '{signature}' takes inputs {sorted(input_names)}, got {sorted(inputs)}")
     sizes = {name: np.shape(value)[0] if np.ndim(value) else None for name, value in inputs.items()}
-    if None in sizes.values() or len(set(sizes.values())) != 1:
+    counts = {size for size in sizes.values() if size is not None}
+    if None in sizes.values() or len(counts) != 1:
         raise InvalidInput(f"inputs must share one batch dimension, got sizes {sizes}")
-    (n,) = set(sizes.values())
+    (n,) = counts
     if n == 0:
         raise InvalidInput("inputs have an empty batch dimension")
     return [{name: value[i] for name, value in inputs.items()} for i in range(n)]

@@ -12,9 +12,10 @@ It implements ``core.dataplane.ResolvedVersion`` for the transports; the reposit
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,10 +139,11 @@ class ServedVersion:
     def _batcher(self, queue: str) -> DynamicBatcher:
         batcher = self._batchers.get(queue)
         if batcher is None:
+            run_batch: Callable[[list], list]
             if self.images and queue == IMAGES_QUEUE:
                 run_batch = self.images.run_batch
             else:
-                def run_batch(rows: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+                def run_batch(rows: list) -> list:
                     return row_ops.run_rows(self.model, queue, rows, self.batching.allowed_batch_sizes)
 
             async def run(rows: list) -> list:

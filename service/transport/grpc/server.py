@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from service.auth import AuthPolicy
-from service.core.errors import ServiceError
 from service.core.dataplane import DataPlane, Target
+from service.core.errors import ServiceError
 from service.transport.grpc import tfserving
 from service.transport.grpc.auth import BearerAuthInterceptor
 from service.transport.grpc.classifier import ClassifierServicer

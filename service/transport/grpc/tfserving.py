@@ -7,13 +7,26 @@ work unchanged.
 from __future__ import annotations
 
 from google.protobuf import any_pb2
-from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
-                                     inference_pb2, model_management_pb2, predict_pb2, prediction_service_pb2_grpc,
-                                     regression_pb2, model_service_pb2_grpc)
-from tensorflow_serving.apis import status_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+    status_pb2,
+)
 
-from service.codec.tensorproto import (fill_classification, fill_regression, serialized_examples, to_array,
-                                       typed_tensor_proto)
+from service.codec.tensorproto import (
+    fill_classification,
+    fill_regression,
+    serialized_examples,
+    to_array,
+    typed_tensor_proto,
+)
 from service.codec.tfserving_json import examples_input
 from service.core.dataplane import DataPlane, Target
 from service.core.errors import InvalidInput

@@ -6,8 +6,8 @@ import numpy as np
 
 from service.codec.v2 import decode_input, raw_output
 from service.codec.version import parse_version
-from service.core.errors import InvalidInput
 from service.core.dataplane import AVAILABLE, DataPlane, Target
+from service.core.errors import InvalidInput
 from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
@@ -30,7 +30,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_ready")
     async def ModelReady(self, request, context):
         describe(model=request.name)
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(Target(request.name, parse_version(request.version))))
+        ready = self.dataplane.model_ready(Target(request.name, parse_version(request.version)))
+        return pb.ModelReadyResponse(ready=ready)
 
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):

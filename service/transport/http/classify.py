@@ -7,10 +7,16 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.codec.b64 import decode_b64
-from service.core.errors import InvalidInput, UnsupportedMediaType
+from service.codec.version import parse_version
 from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, DataPlane, Target
-from service.transport.http.common import (describe, parse_json, parse_off_loop, parse_version, read_body,
-                                           request_timeout)
+from service.core.errors import InvalidInput, UnsupportedMediaType
+from service.transport.http.common import (
+    describe,
+    parse_json,
+    parse_off_loop,
+    read_body,
+    request_timeout,
+)
 
 PROTOCOL = "classify"
 
@@ -72,11 +78,12 @@ async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | N
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=MAX_IMAGES_PER_REQUEST + 1, max_fields=16)  # + 1: the data plane's own refusal
+        # One file more than the limit, so that the data plane gives its own refusal (the same on every transport).
+        form = await Request(request.scope, replay).form(max_files=MAX_IMAGES_PER_REQUEST + 1, max_fields=16)
     except Exception as exc:  # starlette raises MultiPartException / HTTPException for malformed forms
         raise InvalidInput(f"malformed multipart form: {getattr(exc, 'detail', exc)}") from exc
-    files = form.getlist("images")
-    if not files or not all(isinstance(f, UploadFile) for f in files):
+    files = [f for f in form.getlist("images") if isinstance(f, UploadFile)]
+    if not files or len(files) != len(form.getlist("images")):
         raise InvalidInput("send the images as one or more file fields named 'images'")
     images = [await f.read() for f in files]
     model, version = form.get("model"), form.get("version")

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from service.codec.json_body import load_json
-from service.codec.version import parse_version  # noqa: F401 - the routes import it from here
 from service.core.errors import INTERNAL, InvalidInput, ServiceError, TooLarge, Unavailable
 from service.observability.metrics import Metrics
 

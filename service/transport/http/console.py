@@ -20,11 +20,12 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, RedirectResponse
 
+from service.codec.version import parse_version
 from service.core.dataplane import DataPlane, ModelInfo, VersionStatus
 from service.core.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.stats import StatsWindow
-from service.transport.http.common import json_response, parse_version
+from service.transport.http.common import json_response
 from tlserve.contract import REPORT_DIR
 
 STATIC_DIR = Path(__file__).with_name("console_static")
@@ -64,6 +65,10 @@ def list_report_files(version_dir: Path) -> list[str]:
     return [name for name in names if report_file(version_dir, name)]
 
 
+def list_report_files_of(version_dirs: list[Path]) -> list[list[str]]:
+    return [list_report_files(path) for path in version_dirs]
+
+
 def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> dict:
     served = info.served.get(status.number)
     return {"version": str(status.number), "state": status.state, "reason": status.error,
@@ -100,12 +105,12 @@ def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
         listing = []
         for name in dataplane.model_names():
             info = dataplane.model_info(name)
-            reports = await asyncio.to_thread(lambda: [list_report_files(s.path) for s in info.versions])
+            reports = await asyncio.to_thread(list_report_files_of, [s.path for s in info.versions])
             listing.append({
                 "name": name,
                 "version_labels": info.version_labels,
                 "ready": info.ready,
-                "versions": [_version_json(info, s, r) for s, r in zip(info.versions, reports)],
+                "versions": [_version_json(info, s, r) for s, r in zip(info.versions, reports, strict=True)],
             })
         return json_response({"models": listing})
 

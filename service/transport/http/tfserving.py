@@ -11,10 +11,16 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from service.codec import tfserving_json
-from service.core.errors import InvalidInput
+from service.codec.version import parse_version
 from service.core.dataplane import DataPlane, Target
-from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
-                                           request_timeout)
+from service.core.errors import InvalidInput
+from service.transport.http.common import (
+    describe,
+    json_response,
+    parse_off_loop,
+    read_body,
+    request_timeout,
+)
 
 PROTOCOL = "tfserving-rest"
 _JSON_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}}

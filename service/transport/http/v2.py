@@ -7,9 +7,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.codec import v2 as v2_codec
+from service.codec.version import parse_version
 from service.core.dataplane import AVAILABLE, DataPlane, Target
-from service.transport.http.common import (describe, json_response, parse_off_loop, parse_version, read_body,
-                                           request_timeout)
+from service.transport.http.common import (
+    describe,
+    json_response,
+    parse_off_loop,
+    read_body,
+    request_timeout,
+)
 
 PROTOCOL = "v2-rest"
 SERVER_NAME = "tlserve"
