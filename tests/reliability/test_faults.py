@@ -1,7 +1,7 @@
 """Faults survived by a real server: broken new versions, a model directory removed under traffic, clients that
 leave mid-request, a model that raises inside a batch.
 
-(A half-copied version and a saved_model.pb that does not parse are covered in tests/service/test_hot_reload.py.)
+(A half-copied version and a saved_model.pb that does not parse are covered in tests/service/repository/test_hot_reload.py.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.conftest import TESTDATA, grpc_channel
 from tests.reliability.conftest import items_run, queue_depth, save_slow_model, wait_until
 from tests.reliability.test_overload import predict_request
 from tests.service.conftest import copy_version, start_server
-from tests.service.test_hot_reload import Traffic
+from tests.service.repository.test_hot_reload import Traffic
 
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three" / "00000123"

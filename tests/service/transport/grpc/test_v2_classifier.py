@@ -144,7 +144,7 @@ def test_classifier_lists_models(classifier):
     assert failed.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-TRITON_PYTHON = Path(__file__).resolve().parents[2] / ".venv-triton" / "bin" / "python"
+TRITON_PYTHON = Path(__file__).resolve().parents[4] / ".venv-triton" / "bin" / "python"
 
 
 def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_path):
@@ -156,7 +156,7 @@ def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_p
     for i, image in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         paths[-1].write_bytes(image)
-    script = Path(__file__).resolve().parents[1] / "peers" / "triton_v2_client.py"
+    script = Path(__file__).resolve().parents[3] / "peers" / "triton_v2_client.py"
     done = subprocess.run([str(TRITON_PYTHON), str(script), server.grpc_target, "shapes", *map(str, paths)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

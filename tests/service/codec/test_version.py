@@ -9,7 +9,7 @@ from service.codec.version import parse_version
 from service.core.errors import NotFound
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.http import classify, console, tfserving, v2
-from tests.service.servicer_calls import v2_failure
+from tests.service.transport.grpc.servicer_calls import v2_failure
 
 
 @pytest.mark.parametrize("raw, number", [(None, None), ("", None), ("1", 1), ("00000123", 123), ("0", 0),

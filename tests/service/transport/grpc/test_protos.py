@@ -13,7 +13,7 @@ from service.transport.grpc.protos.inference import grpc_service_pb2_grpc as v2_
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2 as cls
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2_grpc as cls_grpc
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def test_generated_code_is_current():

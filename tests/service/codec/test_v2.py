@@ -18,7 +18,7 @@ from service.codec.v2 import (binary_output_names, check_shape, decode_bytes_ele
                               output_array, parse_infer, raw_output)
 from service.core.errors import InvalidInput
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
-from tests.service.servicer_calls import v2_failure
+from tests.service.transport.grpc.servicer_calls import v2_failure
 
 
 def body_of(doc: dict, *binary: bytes) -> tuple[bytes, int | None]:
