@@ -59,8 +59,12 @@ class ServingModule(tf.Module):
             return preprocess(image, image_size, resize)
 
         def unknown_score(logits, pooled, scores):
-            if unknown.method == "msp":
-                return 1.0 - tf.reduce_max(scores, axis=1)
+            if unknown.method == "msp":  # 1 - max(scores), without rounding to 0 (see training.open_set.scores)
+                z = logits / temperature
+                ratios = tf.exp(z - tf.reduce_max(z, axis=1, keepdims=True)) * (1.0 - tf.one_hot(
+                    tf.argmax(z, axis=1), num_classes))
+                rest = tf.reduce_sum(ratios, axis=1)
+                return rest / (1.0 + rest)
             if unknown.method == "energy":
                 return -tf.reduce_logsumexp(logits, axis=1)
             z = tf.matmul(pooled, self.gauss_factor)

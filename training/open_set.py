@@ -2,7 +2,8 @@
 
 Every score here is oriented the same way: higher means less like the training classes.
 
-- ``msp``: 1 - the maximum calibrated softmax score (Hendrycks and Gimpel, 2017, the baseline);
+- ``msp``: 1 - the maximum calibrated softmax score (Hendrycks and Gimpel, 2017, the baseline), computed so that
+  it does not round to 0 for confident images;
 - ``energy``: -logsumexp(logits) (Liu et al., 2020, at their temperature 1);
 - ``mahalanobis``: the smallest squared Mahalanobis distance of the pooled backbone features to a class mean, with
   one covariance shared by the classes (Lee et al., 2018, on the last layer only, without input perturbation),
@@ -26,7 +27,7 @@ from tlserve import contract
 from training import calibration
 
 METHODS = contract.UNKNOWN_METHODS
-DEFAULT_METHOD = "energy"  # the best AUROC in bench/results/open_set.json (docs/training.md has the table)
+DEFAULT_METHOD = "mahalanobis"  # the best AUROC in bench/results/open_set.json (docs/training.md has the table)
 DEFAULT_FALSE_REJECTION = 0.01
 
 
@@ -64,7 +65,14 @@ def scores(method: str, *, logits: np.ndarray, temperature: float = 1.0, feature
            gaussian: Gaussian | None = None) -> np.ndarray:
     """The unknown score of each image ([N], float64) by ``method``."""
     if method == "msp":
-        return 1.0 - calibration.softmax(logits, temperature).max(axis=1)
+        # 1 - p_max = r / (1 + r), r = sum over the other classes of exp(z - max z): exact where 1 - p_max would
+        # round to 0 (a sharpening temperature gives p_max = 1.0 in float32 for most images, and the threshold
+        # would collapse to 0).
+        z = np.asarray(logits, dtype=np.float64) / temperature
+        ratios = np.exp(z - z.max(axis=1, keepdims=True))
+        ratios[np.arange(len(z)), z.argmax(axis=1)] = 0.0
+        rest = ratios.sum(axis=1)
+        return rest / (1.0 + rest)
     if method == "energy":
         z = np.asarray(logits, dtype=np.float64)
         top = z.max(axis=1)

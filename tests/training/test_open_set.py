@@ -34,6 +34,14 @@ def test_msp_and_energy_by_definition():
     assert msp[1] > msp[0] and energy[0] < energy[1]  # the unsure row looks more unknown by both
 
 
+def test_msp_keeps_its_order_where_one_minus_p_would_round_to_zero():
+    logits = np.array([[40.0, 0.0], [45.0, 0.0], [50.0, 0.0]])
+    assert np.all(1 - calib.softmax(logits).max(1) == 0)  # the naive form: three ties, a useless threshold
+    msp = open_set.scores("msp", logits=logits)
+    assert np.all(msp > 0) and msp[0] > msp[1] > msp[2]
+    np.testing.assert_allclose(msp, np.exp(-logits[:, 0]), rtol=1e-6)
+
+
 def test_mahalanobis_distance_matches_the_formula_and_flags_far_points():
     rng = np.random.default_rng(0)
     means = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 0.0]])
