@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -166,12 +167,26 @@ def evaluate_exported(model: str | Path, data_spec: str, out_dir: str | Path) ->
     if unknown:
         raise datasets.DataError(f"classes not known to the model: {unknown}; the model knows {labels}")
     serve = tf.saved_model.load(str(version_dir)).signatures[contract.DEFAULT_SIGNATURE]
-    scores = np.concatenate([
-        serve(**{contract.IMAGES_INPUT: tf.constant(data.images[i:i + EVAL_BATCH])})[contract.SCORES_OUTPUT].numpy()
-        for i in range(0, len(data.images), EVAL_BATCH)
-    ])
+    outputs = [serve(**{contract.IMAGES_INPUT: tf.constant(data.images[i:i + EVAL_BATCH])})
+               for i in range(0, len(data.images), EVAL_BATCH)]
+    scores = np.concatenate([out[contract.SCORES_OUTPUT].numpy() for out in outputs])
     y_true = np.array([labels.index(data.classes[i]) for i in data.labels])
     info = {"model": str(version_dir), "data": data_spec}
+    # An export with an unknown score (issue 16) also reports how many of these known images it would reject;
+    # older exports have neither the output nor the metadata, and are reported as before.
+    unknown = _metadata(version_dir).get(contract.METADATA_UNKNOWN)
+    unknown_scores = (np.concatenate([out[contract.UNKNOWN_SCORE_OUTPUT].numpy() for out in outputs])
+                      if unknown and contract.UNKNOWN_SCORE_OUTPUT in outputs[0] else None)
     ev = EvaluationInput(classes=labels, y_true=y_true, scores=scores, images=data.images, sources=data.sources,
-                         skipped=list(data.skipped), info=info)
+                         skipped=list(data.skipped), info=info, unknown=unknown if unknown_scores is not None else None,
+                         unknown_scores=unknown_scores)
     return write_report(ev, out_dir)
+
+
+def _metadata(version_dir: Path) -> dict:
+    path = version_dir / contract.METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
