@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tlserve import contract
-from training import data as datasets
 from training import calibration as calib
+from training import data as datasets
 from training import open_set
 from training.backbones import registry
 from training.explain import LOGITS_LAYER, POOL_LAYER
@@ -96,10 +96,10 @@ def test_split_evaluation(trained: TrainedModel, info: dict, trust: Trust | None
     test = trained.split.test
     extra = {}
     if trust is not None:
-        extra = dict(scores=trust.test_scores, uncalibrated_scores=calib.softmax(trust.test_logits),
-                     calibration=trust.calibration.to_dict() if trust.calibration else None,
-                     unknown=trust.unknown.to_dict() if trust.unknown else None,
-                     unknown_scores=trust.test_unknown_scores)
+        extra = {"scores": trust.test_scores, "uncalibrated_scores": calib.softmax(trust.test_logits),
+                 "calibration": trust.calibration.to_dict() if trust.calibration else None,
+                 "unknown": trust.unknown.to_dict() if trust.unknown else None,
+                 "unknown_scores": trust.test_unknown_scores}
     return EvaluationInput(**{
         "classes": trained.data.classes, "y_true": trained.data.labels[test], "scores": trained.test_scores,
         "images": [trained.data.images[i] for i in test], "sources": [trained.data.sources[i] for i in test],

@@ -24,7 +24,6 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from tlserve import contract
-from training import calibration
 
 METHODS = contract.UNKNOWN_METHODS
 DEFAULT_METHOD = "mahalanobis"  # the best AUROC in bench/results/open_set.json (docs/training.md has the table)

@@ -148,7 +148,7 @@ def _trust(ev: EvaluationInput, y_true: np.ndarray, scores: np.ndarray) -> dict:
             raise ValueError(f"unknown_scores must have shape [{len(y_true)}], got {list(unknown.shape)}")
         threshold = float(ev.unknown["threshold"])
         out["unknown"] = {**json.loads(json.dumps(ev.unknown, default=_plain)),
-                          "rejected": int(np.sum(unknown > threshold)), "n": int(len(unknown)),
+                          "rejected": int(np.sum(unknown > threshold)), "n": len(unknown),
                           "rejection_rate": float(np.mean(unknown > threshold))}
     return out
 
@@ -275,10 +275,10 @@ def _trust_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
         tables.append(("Calibration", ["", "before", "after"], rows))
     unknown = report.get("unknown")
     if unknown:
+        rejected = f"{unknown['rejected']} of {unknown['n']} ({unknown['rejection_rate']:.4f})"
         rows = [["score", unknown["score"]], ["threshold (fitted on the validation split)", f"{unknown['threshold']:.6g}"],
                 ["false-rejection target", f"{unknown['false_rejection_target']:.4f}"],
-                ["known images called unknown here", f"{unknown['rejected']} of {unknown['n']} "
-                                                     f"({unknown['rejection_rate']:.4f})"]]
+                ["known images called unknown here", rejected]]
         tables.append(("Unknown images", ["", "value"], rows))
     return tables
 

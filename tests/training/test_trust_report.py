@@ -17,9 +17,10 @@ def _trusting(**changes):
     ev = _evaluation()
     after = ev.scores
     before = calib.softmax(np.log(after), 0.5)  # sharper: the same argmax, overconfident
-    trust = dict(uncalibrated_scores=before, calibration={"temperature": 2.0, "nll_before": 1.5, "nll_after": 0.7},
-                 unknown={"score": "energy", "threshold": 0.5, "false_rejection_target": 0.01},
-                 unknown_scores=np.linspace(0, 1, len(after)))
+    trust = {"uncalibrated_scores": before,
+             "calibration": {"temperature": 2.0, "nll_before": 1.5, "nll_after": 0.7},
+             "unknown": {"score": "energy", "threshold": 0.5, "false_rejection_target": 0.01},
+             "unknown_scores": np.linspace(0, 1, len(after))}
     return dataclasses.replace(ev, **{**trust, **changes})
 
 
