@@ -1,5 +1,5 @@
 # tlserve: `make demo` trains the built-in demo model (and serves it once the service exists);
-# `make test` runs the whole test suite. Both set everything up themselves in .venv.
+# `make test` runs the quality gates (`make lint`), then the whole test suite. Both set everything up themselves in .venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Debian packages (chromium for the browser tests, h2load, podman, prometheus): through sudo when not root.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: setup browser demo test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
+.PHONY: setup browser demo lint test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -46,7 +46,13 @@ $(TRITON_STAMP):
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.*' numpy
 	touch $@
 
-test: setup $(TRITON_STAMP)
+# Quality gates (configured in pyproject.toml): ruff's lint and mypy's type check; any finding fails (~10 s cold).
+LINT_PATHS := service training tlserve
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy $(LINT_PATHS)
+
+test: setup $(TRITON_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 # Reliability (README "Reliability"): 60 s at twice the capacity of the digits model, HTTP and gRPC at once

@@ -1,7 +1,8 @@
 """Composition root: settings -> repository -> serving -> data plane -> transports. No logic of its own.
 
 ``create_app(settings)`` gives an ASGI app that plain uvicorn can run (the tests do); the BentoML service
-mounts the same app and drives its ``Runtime`` from BentoML's start-up and shutdown hooks.
+mounts the same app and drives its ``Runtime`` through the one ``Lifecycle`` (service/lifecycle.py) from
+BentoML's start-up and shutdown hooks, as tlserve-model-server does around its own uvicorn.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.codec.images import ImageLimits
 from service.auth import AuthPolicy
 from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
+from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
 from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
@@ -55,6 +57,7 @@ class Runtime:
     metrics: Metrics
     repository: ModelRepository
     dataplane: RepositoryDataPlane
+    auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
     grpc: GrpcServer | None = None
     started: bool = False
@@ -70,7 +73,7 @@ class Runtime:
             await self.repository.start()
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
-                                                    auth=AuthPolicy.from_settings(s), server_version=server_version())
+                                                    auth=self.auth, server_version=server_version())
 
     async def drain(self) -> None:
         """The first step of a graceful shutdown: readiness false on HTTP and gRPC health; requests still served."""
@@ -124,23 +127,24 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when)
-    runtime = Runtime(settings, metrics, repository, dataplane)
+    runtime = Runtime(settings, metrics, repository, dataplane, auth=AuthPolicy.from_settings(settings))
     return runtime
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,
                manage_lifecycle: bool = True) -> FastAPI:
-    """The HTTP app. With ``manage_lifecycle`` its lifespan starts and stops the runtime (plain uvicorn);
-    BentoML passes False and drives the runtime from its own hooks."""
+    """The HTTP app. With ``manage_lifecycle`` its lifespan runs the runtime's ``Lifecycle`` (plain uvicorn, the
+    tests); BentoML's hooks and tlserve-model-server run it themselves (service/lifecycle.py) and pass False."""
     runtime = runtime or build_runtime(settings, registry)
 
     @asynccontextmanager
     async def lifespan(_app):
-        if manage_lifecycle:
-            await runtime.start()
+        lifecycle = Lifecycle(runtime) if manage_lifecycle else None
+        if lifecycle:
+            await lifecycle.start()
         yield
-        if manage_lifecycle:
-            await runtime.stop()
+        if lifecycle:
+            await lifecycle.stop()
 
     app = FastAPI(title="tlserve", version=server_version(), lifespan=lifespan,
                   description="TF Serving REST, KServe V2 and /classify for fine-tuned image classifiers")
@@ -185,9 +189,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     for path in dict.fromkeys(["/metrics", settings.prometheus_path or "/metrics"]):
         app.add_api_route(path, metrics, methods=["GET"], include_in_schema=False)
 
-    auth = AuthPolicy.from_settings(settings)
-    if auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
-        app.add_middleware(BearerAuth, policy=auth)
+    if runtime.auth.enabled:  # inside RequestAccounting: refused requests are counted and logged too
+        app.add_middleware(BearerAuth, policy=runtime.auth)
     app.add_middleware(RequestAccounting, metrics=runtime.metrics, max_concurrent=settings.max_concurrent_requests,
                        closing=lambda: runtime.dataplane.draining)
     return app

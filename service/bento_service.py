@@ -2,8 +2,9 @@
 
 BentoML imports this module in its arbiter and again in the worker; settings come from ``TLSERVE_*``
 variables (``tlserve serve`` sets them from its flags). Models load in the worker's start-up hook, so
-the arbiter never touches a model. ``workers=1``: one process owns the models (one per GPU), and HTTP
-and gRPC requests share its batchers.
+the arbiter never touches a model; that hook and the shutdown hook run the one ``Lifecycle``
+(service/lifecycle.py), the same as tlserve-model-server's. ``workers=1``: one process owns the models
+(one per GPU), and HTTP and gRPC requests share its batchers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import sys
 import bentoml
 
 from service.app import build_runtime, create_app
-from service.auth import AuthPolicy
+from service.lifecycle import Lifecycle
 from service.settings import Settings
-from service.shutdown import GracefulShutdown
 from service.transport.http.auth import BearerAuth
+from service.transport.http.routing_errors import JsonRoutingErrors
 
 settings = Settings.from_env()
 runtime = build_runtime(settings)
@@ -33,7 +34,7 @@ def _http_listener() -> list[socket.socket]:
     return []
 
 
-shutdown = GracefulShutdown(runtime, _http_listener)
+lifecycle = Lifecycle(runtime, _http_listener)  # hands over to BentoML's uvicorn once no longer accepting
 
 
 # TLS for HTTP is BentoML's (its uvicorn's) ssl option; the gRPC server takes the same files (transport/grpc/server.py).
@@ -46,12 +47,11 @@ _tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfi
 class TlServe:
     @bentoml.on_startup
     async def start(self) -> None:
-        await runtime.start()
-        shutdown.install()  # after uvicorn's own handlers, which run once the drain is over
+        await lifecycle.start()  # installs its signal handlers after uvicorn's, which run once the drain is over
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        await runtime.stop()
+        await lifecycle.stop()
 
     def __is_ready__(self) -> bool:
         return runtime.ready()
@@ -60,6 +60,6 @@ class TlServe:
         return True
 
 
-_auth = AuthPolicy.from_settings(settings)
-if _auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
-    TlServe.add_asgi_middleware(BearerAuth, policy=_auth)
+TlServe.add_asgi_middleware(JsonRoutingErrors)
+if runtime.auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
+    TlServe.add_asgi_middleware(BearerAuth, policy=runtime.auth)

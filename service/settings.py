@@ -2,14 +2,15 @@
 
 It is read once, at the entry point, and passed down. BentoML re-imports the service module in its
 worker process, so ``tlserve serve`` hands its flags over as ``TLSERVE_*`` environment variables
-(``to_env``) and the worker reads them back (``from_env``): one schema, two directions.
+(``to_env``) and the worker reads them back (``from_env``): one schema, two directions. Each field carries its
+own help and rules (``setting``), from which the command line is generated: a default is written once, here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ENV_PREFIX = "TLSERVE_"
@@ -19,71 +20,80 @@ class SettingsError(ValueError):
     """A setting with a value that cannot work; the message names the setting."""
 
 
+def setting(default, help: str, *, flag: str = "", minimum: float | None = None, choices: tuple[str, ...] = ()):
+    """A Settings field that documents itself: its help, and the rules its value must meet.
+
+    The command line (``tlserve serve --<name-with-dashes>``, or ``flag``) and the ``TLSERVE_<NAME>`` variable
+    are generated from it (tlserve/cli.py), so each setting and its default are written here only."""
+    return field(default=default, metadata={"help": help, "flag": flag, "minimum": minimum, "choices": choices})
+
+
 @dataclass(frozen=True)
 class Settings:
-    model_repo: Path = Path("models")
-    model_config_file: Path | None = None
+    model_repo: Path = setting(Path("models"), "model repository: one sub-folder per model, numbered versions inside")
+    model_config_file: Path | None = setting(None, "a TF Serving ModelServerConfig text file (versions, labels)")
     # TF Serving's --model_name/--model_base_path: serve this one model (instead of model_repo's sub-folders).
-    model_name: str = ""
-    model_base_path: Path | None = None
-    # How often model_config_file is re-read: None with every repository poll (tlserve's default); 0 only at
-    # start (TF Serving's --model_config_file_poll_wait_seconds default); > 0 at most that often.
-    config_poll_interval_s: float | None = None
-    prometheus_path: str = ""  # TF Serving's monitoring config: Prometheus served here too (besides /metrics)
-    http_host: str = "0.0.0.0"
-    http_port: int = 3000
-    grpc_port: int = 8500  # 0: a free port (tests); -1: no gRPC server
-    grpc_max_message_mb: float = 64.0
-    max_batch_size: int = 32
-    batch_timeout_ms: float = 2.0
-    max_queue: int = 256
-    max_concurrent_batches: int = 1
-    allowed_batch_sizes: str = ""  # e.g. "1,8,32": batches padded up to one of these (TF Serving's option)
-    model_batching: str = ""  # per-model overrides, e.g. "digits:max_batch_size=8,batch_timeout_ms=1;other:..."
-    poll_interval_s: float = 2.0
-    ready_when: str = "all"  # "all": every configured model has a version available; "any": one has
-    max_body_mb: float = 64.0
-    max_concurrent_requests: int = 256
-    request_timeout_s: float = 30.0
-    # Graceful shutdown (SIGTERM): not ready but still serving for drain_delay_s, then stop accepting and give
-    # in-flight requests shutdown_grace_s. Kubernetes' terminationGracePeriodSeconds (30) is sized from both.
-    drain_delay_s: float = 3.0
-    shutdown_grace_s: float = 20.0
-    max_image_pixels: int = 40_000_000
-    gpu_memory_limit_mb: int = 0  # 0: grow on demand
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
+    model_name: str = setting("", "serve only this model, from --model-base-path (TF Serving's --model_name)")
+    model_base_path: Path | None = setting(None, "the folder of --model-name's numbered versions")
+    config_poll_interval_s: float | None = setting(
+        None, "re-read --model-config-file: unset with every repository poll; 0 only at start; > 0 at most this "
+        "often", minimum=0)
+    prometheus_path: str = setting("", "serve the Prometheus metrics here too, besides /metrics (TF Serving's "
+                                   "monitoring config)")
+    http_host: str = setting("0.0.0.0", "address the HTTP and gRPC servers bind", flag="--host")
+    http_port: int = setting(3000, "HTTP port", minimum=0)
+    grpc_port: int = setting(8500, "gRPC port (0: a free port; -1: no gRPC server)", minimum=-1)
+    grpc_max_message_mb: float = setting(64.0, "largest gRPC message, in MiB")
+    max_batch_size: int = setting(32, "largest batch a model runs", minimum=1)
+    batch_timeout_ms: float = setting(2.0, "longest wait to fill a batch while another runs (an idle model never "
+                                      "waits)", minimum=0)
+    max_queue: int = setting(256, "items waiting per model; beyond: 503", minimum=1)
+    max_concurrent_batches: int = setting(1, "batches of one model version run at once", minimum=1)
+    allowed_batch_sizes: str = setting("", "e.g. 1,8,32: pad batches up to one of these (off by default; must end "
+                                       "at --max-batch-size)")
+    model_batching: str = setting("", "per-model overrides, e.g. "
+                                  "'digits:max_batch_size=8,batch_timeout_ms=1;other:max_queue=64'")
+    poll_interval_s: float = setting(2.0, "model repository poll (0: never)", minimum=0)
+    ready_when: str = setting("all", "ready when every configured model has a version available (all), or one has "
+                              "(any)", choices=("all", "any"))
+    max_body_mb: float = setting(64.0, "largest request body, in MiB", minimum=0)
+    max_concurrent_requests: int = setting(256, "requests in progress per transport (HTTP, gRPC); beyond: 503 / "
+                                           "UNAVAILABLE at once", minimum=1)
+    request_timeout_s: float = setting(30.0, "deadline of a request that sets none", minimum=0)
+    # Graceful shutdown (SIGTERM, service/lifecycle.py): not ready but still serving for drain_delay_s, then stop
+    # accepting and give in-flight requests shutdown_grace_s. Kubernetes' terminationGracePeriodSeconds (30) is
+    # sized from both.
+    drain_delay_s: float = setting(3.0, "on SIGTERM: seconds of serving while not ready, before new connections "
+                                   "are refused", minimum=0)
+    shutdown_grace_s: float = setting(20.0, "on SIGTERM, after the drain delay: seconds for in-flight requests to "
+                                      "finish", minimum=0)
+    max_image_pixels: int = setting(40_000_000, "largest decoded image, in pixels", minimum=1)
+    gpu_memory_limit_mb: int = setting(0, "GPU memory for TensorFlow, in MiB (0: grow on demand)")
+    intra_op_threads: int = setting(0, "TensorFlow intra-op threads (0: TensorFlow's choice)")
+    inter_op_threads: int = setting(0, "TensorFlow inter-op threads (0: TensorFlow's choice)")
     # Security (README "Security"): TLS for HTTP and gRPC when both PEM files are set; bearer-token auth on every
     # path but the open ones when auth_token_file is set (entries: exact paths, prefixes ending in '*', and
     # exceptions starting with '!'; gRPC methods are matched as '/package.Service/Method').
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-    auth_token_file: Path | None = None
-    auth_open_paths: str = ("/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,"
-                            "/grpc.health.v1.Health/*,/ui,/ui/*,!/ui/api/*")
+    tls_cert_file: Path | None = setting(None, "PEM certificate (chain): HTTPS and gRPC over TLS; needs "
+                                         "--tls-key-file")
+    tls_key_file: Path | None = setting(None, "PEM private key of --tls-cert-file")
+    auth_token_file: Path | None = setting(None, "file holding a bearer token that every request must send "
+                                           "(Authorization: Bearer <token>), except on --auth-open-paths")
+    auth_open_paths: str = setting("/livez,/readyz,/healthz,/metrics,/v2/health/live,/v2/health/ready,"
+                                   "/grpc.health.v1.Health/*,/ui,/ui/*,!/ui/api/*",
+                                   "paths and gRPC methods open without the token: exact, 'prefix*', "
+                                   "'!exception*' (default: health, metrics and the console's static files)")
 
     def __post_init__(self):
-        problems = []
-        for name in ("max_batch_size", "max_queue", "max_concurrent_batches", "max_concurrent_requests",
-                     "max_image_pixels"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1")
-        for name in ("batch_timeout_ms", "poll_interval_s", "max_body_mb", "request_timeout_s", "drain_delay_s",
-                     "shutdown_grace_s"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0")
-        if not 0 <= self.http_port <= 65535:
+        problems = [problem for f in fields(self) if (problem := field_problem(f, getattr(self, f.name)))]
+        if self.http_port > 65535:
             problems.append("http_port must be a port number")
-        if not -1 <= self.grpc_port <= 65535:
+        if self.grpc_port > 65535:
             problems.append("grpc_port must be a port number, or -1 for none")
         if self.grpc_max_message_mb <= 0:
             problems.append("grpc_max_message_mb must be > 0")
-        if self.ready_when not in ("all", "any"):
-            problems.append("ready_when must be 'all' or 'any'")
         if bool(self.model_name) != (self.model_base_path is not None):
             problems.append("model_name and model_base_path go together: set both or neither")
-        if self.config_poll_interval_s is not None and self.config_poll_interval_s < 0:
-            problems.append("config_poll_interval_s must be >= 0")
         if self.prometheus_path and not self.prometheus_path.startswith("/"):
             problems.append("prometheus_path must start with '/'")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -126,7 +136,7 @@ class Settings:
         unknown = set(changes) - allowed
         if unknown:
             raise SettingsError(f"model_batching for {model}: unknown {sorted(unknown)}; use {sorted(allowed)}")
-        converted = {f.name: _convert(f, changes[f.name]) for f in fields(self) if f.name in changes}
+        converted = {f.name: convert(f, changes[f.name]) for f in fields(self) if f.name in changes}
         result = dataclasses.replace(self, model_batching="", **converted) if converted else self
         result.allowed_sizes()
         return result
@@ -149,16 +159,17 @@ class Settings:
         return int(self.max_body_mb * 2**20)
 
     @classmethod
-    def from_env(cls, environ: dict | None = None) -> "Settings":
-        """Settings from ``TLSERVE_<FIELD>`` variables (unset ones keep their defaults)."""
+    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        """Settings from ``TLSERVE_<FIELD>`` variables (unset ones keep their defaults), then ``overrides``
+        (command-line flags, say): validated once, as a whole."""
         environ = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
+            raw = environ.get(env_name(f))
             if raw is None:
                 continue
-            values[f.name] = _convert(f, raw)
-        return cls(**values)
+            values[f.name] = convert(f, raw)
+        return cls(**{**values, **overrides})
 
     def to_env(self) -> dict[str, str]:
         """The ``TLSERVE_*`` variables that make ``from_env`` rebuild these settings."""
@@ -166,14 +177,34 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                env[ENV_PREFIX + f.name.upper()] = str(value)
+                env[env_name(f)] = str(value)
         return env
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
 
-def _convert(f: dataclasses.Field, raw: str):
+def env_name(f: dataclasses.Field) -> str:
+    return ENV_PREFIX + f.name.upper()
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The field's ``tlserve serve`` flag: ``--max-batch-size`` for ``max_batch_size`` unless it names another."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def field_problem(f: dataclasses.Field, value) -> str:
+    """What is wrong with ``value`` for the field ``f`` by the rules in its metadata ("" when nothing is)."""
+    minimum, choices = f.metadata.get("minimum"), f.metadata.get("choices")
+    if minimum is not None and value is not None and value < minimum:
+        return f"{f.name} must be >= {minimum}"
+    if choices and value not in choices:
+        return f"{f.name} must be one of {', '.join(map(repr, choices))}"
+    return ""
+
+
+def convert(f: dataclasses.Field, raw: str):
+    """A field's value from its text form (a ``TLSERVE_*`` variable, a flag, a model_batching entry)."""
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     try:
         if kind.startswith("int"):
@@ -184,4 +215,4 @@ def _convert(f: dataclasses.Field, raw: str):
             return Path(raw) if raw else None
         return raw
     except ValueError:
-        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None
+        raise SettingsError(f"{env_name(f)}={raw!r} is not a valid {kind}") from None

@@ -1,15 +1,21 @@
-"""Shared fixtures: one tiny model trained on the procedural shapes and exported, reused by many tests."""
+"""Shared fixtures: one tiny model trained on the procedural shapes and exported, reused by many tests; the one path
+of TF Serving's test data; the one way the tests open gRPC channels."""
 
 from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
+
+# TF Serving's own test models and files, in shared/ beside the repository (CI lays a copy there too).
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "tfserving-testdata"
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -36,3 +42,32 @@ def tiny_export(tiny_training, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     return export_trained(tiny_training, root)
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    """``TESTDATA``, failing with where it should be when it is missing."""
+    assert TESTDATA.is_dir(), f"TF Serving testdata missing at {TESTDATA} (shared/ must sit next to the repo)"
+    return TESTDATA
+
+
+def grpc_channel(to, *, root_certificates: Path | bytes | None = None, aio: bool = False, options=None):
+    """A gRPC channel to a test server (anything with ``grpc_target``) or to a ``host:port`` string.
+
+    TLS when ``root_certificates`` (PEM bytes, or a PEM file) is given, plaintext otherwise; ``aio`` for a
+    ``grpc.aio`` channel; ``options`` are grpc's channel arguments. Use it in ``with`` (``async with`` for aio):
+    leaving the block closes the channel."""
+    target = to if isinstance(to, str) else to.grpc_target
+    transport = grpc.aio if aio else grpc
+    if root_certificates is None:
+        return transport.insecure_channel(target, options=options)
+    pem = root_certificates.read_bytes() if isinstance(root_certificates, Path) else root_certificates
+    return transport.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=pem), options=options)
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    """A gRPC channel to the ``server`` fixture in force for the module (tests/service's shared server unless a
+    conftest or the module defines its own), open for all of the module's tests."""
+    with grpc_channel(server) as ch:
+        yield ch

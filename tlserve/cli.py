@@ -6,6 +6,8 @@ Heavy imports (TensorFlow) happen inside the command functions so that ``tlserve
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import os
 import sys
@@ -38,6 +40,7 @@ def _positive(text: str) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from training.distribute import export_destination
     from training.evaluate import export_trained
     from training.report import summary_lines
     from training.train import TrainConfig, train
@@ -45,7 +48,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, name=args.name, backbone=args.backbone, weights=args.weights, image_size=args.image_size,
         resize=args.resize, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs, fine_tune_learning_rate=args.fine_tune_lr,
+        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_learning_rate=args.fine_tune_lr,
         fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
         augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
         split_seed=args.split_seed,
@@ -56,9 +60,16 @@ def _train(args: argparse.Namespace) -> int:
     # Unset flags leave training.open_set's defaults in charge (each default is written once).
     trust = {k: v for k, v in (("unknown_method", args.unknown_score), ("false_rejection", args.false_rejection))
              if v is not None}
-    path, report = export_trained(trained, args.out, args.version, **trust)
+    with export_destination(args.out, trained.chief) as out:  # other workers: a temporary folder, removed
+        path, report = export_trained(trained, out, args.version, **trust)
     print("\n".join(summary_lines(report)))
     print(f"training took {trained.seconds:.0f} s")
+    print(f"weights sha256 {trained.info['weights_sha256']}")
+    if "shard" in trained.info:
+        print(f"training shard {json.dumps(trained.info['shard'])}")
+    if not trained.chief:
+        print("not exporting: this worker is not the chief (the chief exports)")
+        return 0
     print(f"exported {path}")
     print(f"report   {path / REPORT_DIR / 'report.md'}")
     return 0
@@ -105,30 +116,27 @@ def _backbones_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve_settings(args: argparse.Namespace, environ: dict[str, str]):
+    """``tlserve serve``'s settings: its flags, over ``TLSERVE_*`` variables, over the Settings defaults."""
     from service.settings import Settings
 
-    settings = Settings(
-        model_repo=Path(args.model_repo), model_config_file=Path(args.model_config_file) if args.model_config_file else None,
-        http_host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        grpc_max_message_mb=args.grpc_max_message_mb, max_batch_size=args.max_batch_size,
-        batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue, poll_interval_s=args.poll_interval_s,
-        allowed_batch_sizes=args.allowed_batch_sizes, model_batching=args.model_batching,
-        ready_when=args.ready_when, max_body_mb=args.max_body_mb, request_timeout_s=args.request_timeout_s,
-        drain_delay_s=args.drain_delay_s, shutdown_grace_s=args.shutdown_grace_s,
-        max_concurrent_requests=args.max_concurrent_requests,
-        gpu_memory_limit_mb=args.gpu_memory_limit_mb, intra_op_threads=args.intra_op_threads,
-        inter_op_threads=args.inter_op_threads,
-        tls_cert_file=_path(args.tls_cert_file), tls_key_file=_path(args.tls_key_file),
-        auth_token_file=_path(args.auth_token_file),
-        **({"auth_open_paths": args.auth_open_paths} if args.auth_open_paths is not None else {}),
-    )
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if hasattr(args, f.name)}
+    return Settings.from_env(environ, **given)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = serve_settings(args, dict(os.environ))
     if settings.model_config_file and not settings.model_config_file.is_file():
         raise UsageError(f"model config file {settings.model_config_file} does not exist")
-    if not settings.model_config_file and not settings.model_repo.is_dir():
+    if settings.model_base_path and not settings.model_base_path.is_dir():
+        raise UsageError(f"model base path {settings.model_base_path} does not exist")
+    if not (settings.model_config_file or settings.model_base_path) and not settings.model_repo.is_dir():
         raise UsageError(f"model repository {settings.model_repo} does not exist (train a model first)")
-    # BentoML re-imports the service in its worker: the settings travel as TLSERVE_* variables.
-    env = {**os.environ, **settings.replace(model_repo=settings.model_repo.resolve()).to_env()}
+    # BentoML re-imports the service in its worker: the settings travel as TLSERVE_* variables, with absolute
+    # paths (the worker may not share our working directory).
+    absolute = {f.name: getattr(settings, f.name).resolve() for f in dataclasses.fields(settings)
+                if isinstance(getattr(settings, f.name), Path)}
+    env = {**os.environ, **settings.replace(**absolute).to_env()}
     command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
                "--host", settings.http_host, "--port", str(settings.http_port),
                # uvicorn's wait for in-flight HTTP requests once the worker stops accepting (whole seconds)
@@ -139,9 +147,36 @@ def _serve(args: argparse.Namespace) -> int:
     os.execvpe(command[0], command, env)  # BentoML's arbiter takes over this process and its signals
 
 
-def _path(raw: str | None) -> Path | None:
-    """An optional file flag, made absolute: BentoML's worker may not share our working directory."""
-    return Path(raw).resolve() if raw else None
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field, from the field's own metadata (service/settings.py): help, default, rules.
+
+    A flag not given leaves its setting to ``TLSERVE_<NAME>`` or, failing that, to the field's default."""
+    from service.settings import Settings, env_name, flag_name
+
+    for f in dataclasses.fields(Settings):
+        default = "unset" if f.default in (None, "") else f.default
+        help_text = f"{f.metadata['help']} (default: {default}; {env_name(f)})".replace("%", "%%")
+        parser.add_argument(flag_name(f), dest=f.name, type=_setting_value(f), default=argparse.SUPPRESS,
+                            choices=f.metadata["choices"] or None, help=help_text,
+                            metavar=None if f.metadata["choices"] else flag_name(f)[2:].replace("-", "_").upper())
+
+
+def _setting_value(f):
+    """argparse's ``type`` for a Settings field: its conversion and its rules, as TLSERVE_* values get them."""
+    from service.settings import SettingsError, convert, field_problem
+
+    def parse(raw: str):
+        try:
+            value = convert(f, raw)
+        except SettingsError:
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a valid {str(f.type).split(' ')[0]}") from None
+        problem = field_problem(f, value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = f.name
+    return parse
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -150,7 +185,7 @@ def _predict(args: argparse.Namespace) -> int:
     client = GrpcClient(args.grpc, args.timeout) if args.grpc else HttpClient(args.url, timeout_s=args.timeout)
     images = [(path, Path(path).read_bytes()) for path in args.images]
     result = client.classify([data for _, data in images], model=args.model, top_k=args.top_k)
-    for (path, _), predictions in zip(images, result["predictions"]):
+    for (path, _), predictions in zip(images, result["predictions"], strict=True):
         print(f"{path}:")
         for p in predictions:
             print(f"  {p['label']} {p['score']:.4f}")
@@ -163,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="fine-tune a backbone on labelled images and export a SavedModel")
-    t.add_argument("--data", required=True, help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
+    t.add_argument("--data", required=True,
+                   help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
     t.add_argument("--name", required=True, help="model name: exported to <out>/<name>/<version>/")
     t.add_argument("--out", default="models", help="model repository (default: models)")
     t.add_argument("--version", type=_positive, help="version number (default: the next free one)")
@@ -200,40 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="report folder (default: reports/<name>-<version>)")
     e.set_defaults(run=_evaluate)
 
-    s = commands.add_parser("serve", help="serve a model repository over HTTP (BentoML)")
-    s.add_argument("--model-repo", default="models")
-    s.add_argument("--model-config-file", help="a TF Serving ModelServerConfig text file (versions, labels)")
-    s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--http-port", type=int, default=3000)
-    s.add_argument("--grpc-port", type=int, default=8500, help="-1: no gRPC server")
-    s.add_argument("--grpc-max-message-mb", type=float, default=64.0)
-    s.add_argument("--max-batch-size", type=_positive, default=32)
-    s.add_argument("--batch-timeout-ms", type=float, default=2.0,
-                   help="longest wait to fill a batch while another runs (an idle model never waits)")
-    s.add_argument("--max-queue", type=_positive, default=256, help="items waiting per model; beyond: 503")
-    s.add_argument("--allowed-batch-sizes", default="",
-                   help="e.g. 1,8,32: pad batches up to one of these (off by default; must end at --max-batch-size)")
-    s.add_argument("--model-batching", default="",
-                   help="per-model overrides, e.g. 'digits:max_batch_size=8,batch_timeout_ms=1;other:max_queue=64'")
-    s.add_argument("--poll-interval-s", type=float, default=2.0, help="model repository poll (0: never)")
-    s.add_argument("--ready-when", choices=["all", "any"], default="all")
-    s.add_argument("--max-body-mb", type=float, default=64.0)
-    s.add_argument("--request-timeout-s", type=float, default=30.0)
-    s.add_argument("--max-concurrent-requests", type=_positive, default=256,
-                   help="requests in progress per transport (HTTP, gRPC); beyond: 503 / UNAVAILABLE at once")
-    s.add_argument("--drain-delay-s", type=float, default=3.0,
-                   help="on SIGTERM: seconds of serving while not ready, before new connections are refused")
-    s.add_argument("--shutdown-grace-s", type=float, default=20.0,
-                   help="on SIGTERM, after the drain delay: seconds for in-flight requests to finish")
-    s.add_argument("--gpu-memory-limit-mb", type=int, default=0, help="0: grow on demand")
-    s.add_argument("--intra-op-threads", type=int, default=0)
-    s.add_argument("--inter-op-threads", type=int, default=0)
-    s.add_argument("--tls-cert-file", help="PEM certificate (chain): HTTPS and gRPC over TLS; needs --tls-key-file")
-    s.add_argument("--tls-key-file", help="PEM private key of --tls-cert-file")
-    s.add_argument("--auth-token-file", help="file holding a bearer token that every request must send "
-                   "(Authorization: Bearer <token>), except on --auth-open-paths")
-    s.add_argument("--auth-open-paths", help="paths and gRPC methods open without the token: exact, 'prefix*', "
-                   "'!exception*' (default: health, metrics and the console's static files)")
+    s = commands.add_parser("serve", help="serve a model repository over HTTP (BentoML) and gRPC")
+    _add_settings_flags(s)
     s.set_defaults(run=_serve)
 
     p = commands.add_parser("predict", help="classify images with a running server")

@@ -10,12 +10,15 @@ warning (``IGNORED``). One process: the REST API under uvicorn, gRPC on the same
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from service.settings import Settings, SettingsError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -37,11 +40,24 @@ class Flag:
     help: str
 
 
-# TF Serving's flags that tlserve honours, with TF Serving's defaults.
+_SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _setting(kind: type, name: str, help: str = "", scale: float = 1) -> Flag:
+    """A flag for the same setting as Settings' ``name``, with Settings' default (times ``scale``: ms for s)."""
+    field = _SETTINGS[name]
+    if field.default is dataclasses.MISSING:  # no default, or a default_factory: nothing to take over
+        raise TypeError(f"Settings.{name} has no plain default for a tlserve-model-server flag")
+    return Flag(kind, kind(field.default * scale), help or field.metadata["help"])
+
+
+# TF Serving's flags that tlserve honours, with TF Serving's defaults; where a flag is the same setting as one of
+# tlserve's, with the same default, the default is Settings'. A few of tlserve's own settings are flags here too.
 FLAGS: dict[str, Flag] = {
-    "port": Flag(int, 8500, "gRPC port (0: a free port)"),
+    "port": _setting(int, "grpc_port", "gRPC port (0: a free port)"),
     "rest_api_port": Flag(int, 0, "REST API port; 0 disables REST (the Docker image mode uses 8501)"),
-    "rest_api_timeout_in_ms": Flag(int, 30000, "timeout of a REST (and gRPC without a deadline) request"),
+    "rest_api_timeout_in_ms": _setting(int, "request_timeout_s", "timeout of a REST (and gRPC without a deadline) "
+                                       "request", scale=1000),
     "model_name": Flag(str, "default", "name of the model served with --model_base_path"),
     "model_base_path": Flag(str, "", "directory holding the model's numbered version directories"),
     "model_config_file": Flag(str, "", "a ModelServerConfig text proto; --model_name/--model_base_path are ignored"),
@@ -51,10 +67,15 @@ FLAGS: dict[str, Flag] = {
     "batching_parameters_file": Flag(str, "", "a BatchingParameters text proto"),
     "monitoring_config_file": Flag(str, "", "a MonitoringConfig text proto (Prometheus path)"),
     "enable_model_warmup": Flag(bool, True, "replay assets.extra/tf_serving_warmup_requests at load (always on)"),
-    "tensorflow_intra_op_parallelism": Flag(int, 0, "TensorFlow intra-op threads (0: TensorFlow's choice)"),
-    "tensorflow_inter_op_parallelism": Flag(int, 0, "TensorFlow inter-op threads (0: TensorFlow's choice)"),
-    "host": Flag(str, "0.0.0.0", "tlserve's own: the address both servers bind (TF Serving binds all addresses)"),
+    "tensorflow_intra_op_parallelism": _setting(int, "intra_op_threads"),
+    "tensorflow_inter_op_parallelism": _setting(int, "inter_op_threads"),
+    # tlserve's own (TF Serving binds all addresses and has no drain delay or grace of its own):
+    "host": _setting(str, "http_host", "the address both servers bind (TF Serving binds all addresses)"),
+    "drain_delay_s": _setting(float, "drain_delay_s"),
+    "shutdown_grace_s": _setting(float, "shutdown_grace_s"),
 }
+# tlserve's own settings that, given as flags, override TLSERVE_* variables (the TF Serving flags always decide)
+_TLSERVE_FLAGS = ("drain_delay_s", "shutdown_grace_s")
 
 # Flags that only tune TF Serving's internals: accepted so that existing command lines start, and ignored.
 IGNORED = {
@@ -101,7 +122,8 @@ def parse_flags(argv: list[str]) -> dict[str, object]:
         i += 1
         if not arg.startswith("-") or arg in ("-", "--"):
             raise UsageError(f"unexpected argument {arg!r}: flags look like --name=value")
-        name, has_value, raw = arg.lstrip("-").partition("=")
+        name, equals, raw = arg.lstrip("-").partition("=")
+        has_value = bool(equals)
         if name in ("help", "helpfull", "h"):
             raise SystemExit(_usage())
         if name == "version":
@@ -157,14 +179,15 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     """TF Serving's flags (and Docker environment) -> tlserve ``Settings``; file problems are ``UsageError``."""
     from service.repository.config import ConfigError, load_model_config
     from tlserve.contract import valid_model_name
-    from service.settings import Settings, SettingsError
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 
-    get = lambda name: values.get(name, FLAGS[name].default)  # noqa: E731 - one-line lookup with default
+    def get(name: str) -> Any:  # Any: each flag's value has the type of its Flag.kind
+        return values.get(name, FLAGS[name].default)
+
     docker = not any(name in values for name in ("model_base_path", "model_config_file", "model_name")) and (
         "MODEL_NAME" in environ or "MODEL_BASE_PATH" in environ)
     rest_port = get("rest_api_port")
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # Settings' keyword arguments
     if docker:
         # TF Serving's Docker entrypoint: --model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME
         name = environ.get("MODEL_NAME", DOCKER_MODEL_NAME)
@@ -206,7 +229,9 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
         if get("monitoring_config_file"):
             changes["prometheus_path"] = load_prometheus_path(get("monitoring_config_file"))
         changes.update(_batching(get("enable_batching"), get("batching_parameters_file"), load_batching_parameters))
-        settings = Settings(**changes)
+        changes.update({name: values[name] for name in _TLSERVE_FLAGS if name in values})
+        # The settings no TF Serving flag decides come from TLSERVE_* variables, as for `tlserve serve`.
+        settings = Settings.from_env(environ, **changes)
         settings.allowed_sizes()  # refused now rather than at the first batch
         return settings
     except ConfigFileError as exc:
@@ -244,26 +269,18 @@ def _batching(enabled: bool, parameters_file: str, load) -> dict[str, object]:
 
 
 async def serve(settings) -> None:
-    """Run until SIGTERM/SIGINT: REST (when its port is set) and gRPC in this process."""
-    import uvicorn
-
+    """Run until SIGTERM/SIGINT: REST (when its port is set) and gRPC in this process, through the same lifecycle
+    as `tlserve serve` (drain delay, grace, readiness; service/lifecycle.py)."""
     from service.app import build_runtime, create_app
+    from service.lifecycle import serve as serve_runtime
 
+    runtime = build_runtime(settings)
+    app = None
     if settings.http_port:
-        app = create_app(settings)
+        app = create_app(settings, runtime=runtime, manage_lifecycle=False)
         print(f"tlserve-model-server: Exporting HTTP/REST API at {settings.http_host}:{settings.http_port}",
               file=sys.stderr, flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                               log_level="warning", timeout_graceful_shutdown=10))
-        await server.serve()
-        return
-    runtime = build_runtime(settings)
-    await runtime.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runtime.stop()
+    await serve_runtime(runtime, app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,7 +119,7 @@ def split_indices(labels: np.ndarray, *, test_fraction: float = 0.25, val_fracti
 def fingerprint(data: LabelledImages) -> str:
     """SHA-256 hex of the (image hash, class name) pairs, sorted, so file order and paths do not matter."""
     pairs = sorted((hashlib.sha256(image).hexdigest(), data.classes[label])
-                   for image, label in zip(data.images, data.labels))
+                   for image, label in zip(data.images, data.labels, strict=True))
     # JSON keeps the encoding unambiguous whatever characters the class names contain.
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
@@ -229,7 +229,7 @@ def _digits():
     digits = load_digits()
     gray = np.round(digits.images * 255 / 16).astype(np.uint8)
     items = [(f"builtin:digits#{i}", str(target), _png(np.repeat(g[:, :, None], 3, axis=2)))
-             for i, (g, target) in enumerate(zip(gray, digits.target))]
+             for i, (g, target) in enumerate(zip(gray, digits.target, strict=True))]
     return [str(d) for d in range(10)], items, []
 
 
@@ -237,7 +237,7 @@ def _shapes(per_class: int = 30, size: int = 32):
     """Seeded coloured circles, squares and triangles on contrasting backgrounds."""
     rng = np.random.default_rng(0)
     classes = ["circle", "square", "triangle"]
-    items = []
+    items: list[tuple[str, str, bytes]] = []
     for name in classes:
         for _ in range(per_class):
             background = rng.integers(0, 256, 3)

@@ -11,8 +11,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import tensorflow as tf

@@ -185,7 +185,7 @@ def _plot_confusion(report: dict, path: Path) -> None:
 def _plot_curves(phase: str, history: dict[str, list[float]], path: Path) -> None:
     fig = Figure(figsize=(10, 4))
     fig.suptitle(phase, parse_math=False)
-    for ax, metric in zip(fig.subplots(1, 2), CURVE_METRICS):
+    for ax, metric in zip(fig.subplots(1, 2), CURVE_METRICS, strict=True):
         for key, name in ((metric, "train"), (f"val_{metric}", "val")):
             values = history.get(key)
             if values:
@@ -238,7 +238,7 @@ def _plot_gallery(misclassified: list[dict], images: list[bytes], path: Path) ->
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, item in zip(axes, shown):
+    for ax, item in zip(axes, shown, strict=False):  # the grid may have spare tiles
         pixels = _decoded(images[item["index"]])
         # A blank grey tile keeps the title of an undecodable image visible instead of failing the whole report.
         ax.imshow(pixels if pixels is not None else np.full((8, 8, 3), 220, np.uint8), interpolation="nearest")
@@ -406,7 +406,7 @@ def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
     if report.get("calibration"):
         _plot_reliability(report["calibration"], out / RELIABILITY_FILE)
     curves = [name for _, name in plots if name.startswith("curves_")]
-    for name, (phase, history) in zip(curves, report["histories"].items()):
+    for name, (phase, history) in zip(curves, report["histories"].items(), strict=True):
         _plot_curves(phase, history, out / name)
     files = ["report.json", "report.md", "report.html"] + [name for _, name in plots]
     if report["misclassified"]:

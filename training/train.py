@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from training import data as datasets
+from training import distribute
 from training.backbones import registry
 from training.distribute import make_strategy
 from training.model import build_classifier, unfreeze_top
@@ -74,6 +76,7 @@ class TrainedModel:
     test_scores: np.ndarray
     seconds: float
     info: dict = field(default_factory=dict)
+    chief: bool = True  # False on the other workers of a cluster: they must not export
 
 
 def _augmenter(names: tuple[str, ...], seed: int) -> keras.Sequential | None:
@@ -94,20 +97,61 @@ def pixels_dataset(images: list[bytes], size: int, policy: str) -> tf.data.Datas
     return encoded.map(lambda e: preprocess(e, size, policy), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _dataset(images, labels, num_classes, cfg: TrainConfig, *, training: bool) -> tf.data.Dataset:
-    pixels = pixels_dataset(images, cfg.image_size, cfg.resize)
-    targets = tf.data.Dataset.from_tensor_slices(tf.one_hot(labels, num_classes))
-    ds = tf.data.Dataset.zip((pixels, targets)).cache()
+@dataclass
+class _Feed:
+    """How one split is fed: what ``fit`` gets, and the steps per epoch when every worker must take as many."""
+
+    dataset: Any  # a tf.data.Dataset, or a tf.distribute DistributedDataset (both untyped)
+    steps: int | None
+    shard_images: int
+
+
+def _pipeline(images, labels, class_weight, num_classes, cfg: TrainConfig, *, training: bool, batch: int,
+              workers: int = 1, index: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """(uint8 pixels, one-hot, sample weight) batches of this worker's shard. The shard is taken before
+    decoding, so each worker decodes only its own images."""
+    weights = tf.constant([class_weight[i] for i in range(num_classes)], tf.float32)
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(images, dtype=tf.string), np.asarray(labels, np.int64)))
+    if workers > 1:
+        ds = ds.shard(workers, index)
+    ds = ds.map(lambda e, y: (preprocess(e, cfg.image_size, cfg.resize), tf.one_hot(y, num_classes),
+                              tf.gather(weights, y)), num_parallel_calls=tf.data.AUTOTUNE).cache()
     if training:
         ds = ds.shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch)
     augmenter = _augmenter(cfg.augment, cfg.seed) if training else None
     if augmenter is not None:
-        def augment(x, y):
+        def augment(x, y, w):
             x = augmenter(tf.cast(x, tf.float32), training=True)
-            return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y
+            return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8), y, w
         ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _feed(images, labels, class_weight, num_classes, cfg: TrainConfig, strategy, who: distribute.Role, *,
+          training: bool) -> _Feed:
+    """One split for ``fit`` under ``strategy``. One replica: a plain dataset. Several: each input pipeline
+    (one per worker) reads its shard in per-replica batches, repeated, and an epoch is ``ceil(n / batch)``
+    steps: several workers must take the same number of steps (collectives wait for everyone), and a
+    replica must never get an empty last batch (BatchNormalization fails on one). So an epoch may see a
+    few images twice (at most one global batch's worth)."""
+    n = len(images)
+    if who.replicas == 1:
+        ds = _pipeline(images, labels, class_weight, num_classes, cfg, training=training, batch=cfg.batch_size)
+        return _Feed(ds, None, n)
+    if cfg.batch_size % who.replicas:
+        raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {who.replicas} replicas")
+    steps = int(np.ceil(n / cfg.batch_size))
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return _pipeline(images, labels, class_weight, num_classes, cfg, training=training,
+                         batch=context.get_per_replica_batch_size(cfg.batch_size),
+                         workers=context.num_input_pipelines, index=context.input_pipeline_id, repeat=True)
+
+    return _Feed(strategy.distribute_datasets_from_function(dataset_fn), steps,
+                 distribute.shard_size(n, who.workers, who.worker_index))
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
@@ -116,42 +160,118 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
 
 
-def _fit(model, train_ds, val_ds, epochs, cfg, class_weight, *, min_epochs: int = 0) -> dict[str, list[float]]:
+def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *,
+         min_epochs: int = 0) -> dict[str, list[float]]:
     if epochs == 0:
         return {}
-    has_val = val_ds is not None
+    has_val = val is not None
     # min_epochs: under a decaying schedule the loss settles late; stopping in the noisy high-rate part
     # (seen here after 12 of 30 epochs) costs accuracy, so stopping and "best" count only from there on.
     callbacks = [keras.callbacks.EarlyStopping(
         monitor="val_loss" if has_val else "loss", patience=cfg.patience, restore_best_weights=True,
         start_from_epoch=min_epochs)]
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
+        return _fit_multi_worker(model, train, val, epochs, cfg, strategy, callbacks)
     # shuffle=False: the tf.data pipeline shuffles; Keras would ignore the flag for a dataset and warn.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, shuffle=False,
-                        class_weight=class_weight, verbose=cfg.verbose)
+    # Class weights come as per-example sample weights from the pipeline (Keras cannot add them to a
+    # distributed dataset).
+    history = model.fit(train.dataset, validation_data=val.dataset if val is not None else None, epochs=epochs,
+                        steps_per_epoch=train.steps, validation_steps=val.steps if val is not None else None,
+                        callbacks=callbacks, shuffle=False, verbose=cfg.verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
-def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None) -> TrainedModel:
-    """Load and split the data, train both phases, and score the test split."""
+def _fit_multi_worker(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, callbacks) -> dict:
+    """``fit`` for MultiWorkerMirroredStrategy: TensorFlow's custom training loop, with Keras' own callbacks.
+
+    Keras 3 (3.15 here) cannot ``fit`` under MultiWorkerMirroredStrategy (keras-team/keras#20585). Seen
+    here: before the first step it averages a first batch over the workers to learn its shapes, a reduce that
+    fails on an (x, y, weight) structure, and it averages each step's scalar logs with ``reduce(MEAN, axis=0)``,
+    which fails on scalars. This loop computes what ``fit`` would: the sample-weighted mean loss and accuracy
+    over the epoch, summed over every worker, so every worker sees the same logs and stops at the same epoch;
+    the Keras optimizer all-reduces the gradients, so the weights stay equal."""
+    optimizer = model.optimizer  # from compile: a LossScaleOptimizer under mixed precision
+    per_example = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing, reduction=None)
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+
+    def sums(y, scores, w, per):
+        right = tf.cast(tf.equal(tf.argmax(scores, -1), tf.argmax(y, -1)), tf.float32)
+        return tf.reduce_sum(per * w), tf.reduce_sum(right * w), tf.reduce_sum(w), tf.cast(tf.size(w), tf.float32)
+
+    @tf.function
+    def train_step(iterator):
+        def step(x, y, w):
+            with tf.GradientTape() as tape:
+                scores = model(x, training=True)
+                per = per_example(y, scores)
+                loss = tf.nn.compute_average_loss(per * w, global_batch_size=cfg.batch_size)
+            grads = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return sums(y, scores, w, per)
+        return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(step, args=next(iterator))]
+
+    @tf.function
+    def val_step(iterator):
+        def step(x, y, w):
+            scores = model(x, training=False)
+            return sums(y, scores, w, per_example(y, scores))
+        return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(step, args=next(iterator))]
+
+    def run(step, feed, iterator) -> dict[str, float]:
+        totals = np.zeros(4)
+        for _ in range(feed.steps):
+            totals += [float(v) for v in step(iterator)]
+        loss_sum, right, weight, count = totals
+        return {"loss": loss_sum / count, "accuracy": right / weight}
+
+    callbacks = keras.callbacks.CallbackList(callbacks, model=model, add_history=True, add_progbar=False)
+    train_iterator = iter(train.dataset)
+    val_iterator = iter(val.dataset) if val is not None else None
+    model.stop_training = False
+    callbacks.on_train_begin()
+    for epoch in range(epochs):
+        callbacks.on_epoch_begin(epoch)
+        logs = run(train_step, train, train_iterator)
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in run(val_step, val, val_iterator).items()})
+        callbacks.on_epoch_end(epoch, logs)
+        if cfg.verbose:
+            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+        if model.stop_training:
+            break
+    callbacks.on_train_end()
+    return {k: [float(v) for v in vals] for k, vals in model.history.history.items()}
+
+
+def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
+          strategy: tf.distribute.Strategy | None = None, split: datasets.Split | None = None) -> TrainedModel:
+    """Load and split the data, train both phases, and score the test split.
+
+    ``strategy`` defaults to :func:`training.distribute.make_strategy`'s choice, made first: a multi-worker
+    strategy can only be created before TensorFlow runs anything. ``split`` replaces the stratified split
+    of ``cfg`` (bench/learning_curve.py trains on a few images per class and tests on a fixed split)."""
     cfg.validate()
+    strategy = strategy or make_strategy()
+    who = distribute.role(strategy)
     started = time.monotonic()
     keras.utils.set_random_seed(cfg.seed)
     data = data or datasets.load_images(cfg.data, min_per_class=cfg.min_per_class)
-    split = datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
-                                   val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+    split = split or datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
+                                            val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     num_classes = len(data.classes)
     pick = lambda idx: ([data.images[i] for i in idx], data.labels[idx])  # noqa: E731
-    train_ds = _dataset(*pick(split.train), num_classes, cfg, training=True)
-    val_ds = _dataset(*pick(split.val), num_classes, cfg, training=False) if len(split.val) else None
     class_weight = _class_weights(data.labels[split.train], num_classes)
+    train_feed = _feed(*pick(split.train), class_weight, num_classes, cfg, strategy, who, training=True)
+    val_feed = (_feed(*pick(split.val), class_weight, num_classes, cfg, strategy, who, training=False)
+                if len(split.val) else None)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
 
-    strategy = make_strategy()
     with strategy.scope():
         model, base = build_classifier(registry.get(cfg.backbone), cfg.image_size, num_classes,
                                        dropout=cfg.dropout, weights=cfg.weights)
         model.compile(keras.optimizers.Adam(cfg.head_learning_rate), loss, metrics=["accuracy"])
-    histories = {"phase1": _fit(model, train_ds, val_ds, cfg.head_epochs, cfg, class_weight)}
+    histories = {"phase1": _fit(model, train_feed, val_feed, cfg.head_epochs, cfg, strategy)}
 
     if cfg.fine_tune_epochs:
         with strategy.scope():
@@ -163,13 +283,23 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None) -> Trai
                 0.0, max(1, cfg.fine_tune_epochs - 1) * per_epoch, warmup_target=cfg.fine_tune_learning_rate,
                 warmup_steps=per_epoch)
             model.compile(keras.optimizers.Adam(schedule), loss, metrics=["accuracy"])
-        histories["phase2"] = _fit(model, train_ds, val_ds, cfg.fine_tune_epochs, cfg, class_weight,
+        histories["phase2"] = _fit(model, train_feed, val_feed, cfg.fine_tune_epochs, cfg, strategy,
                                    min_epochs=cfg.fine_tune_epochs // 2)
     else:
         unfrozen = 0
 
     test_images, _ = pick(split.test)
     test_pixels = pixels_dataset(test_images, cfg.image_size, cfg.resize).batch(64)
-    scores = model.predict(test_pixels, verbose=0)
-    return TrainedModel(model, cfg, data, split, histories, scores, time.monotonic() - started,
-                        info={"unfrozen_layers": unfrozen, "config": asdict(cfg)})
+    if who.replicas == 1:
+        scores = model.predict(test_pixels, verbose=0)
+    else:
+        # Every worker scores the whole test split itself, outside the strategy: predict() under a
+        # multi-worker strategy would shard the test images and gather them back in replica order.
+        score = tf.function(lambda x: model(x, training=False))
+        scores = np.concatenate([score(x).numpy() for x in test_pixels])
+    info = {"unfrozen_layers": unfrozen, "config": asdict(cfg), "distribution": who.to_dict(),
+            "weights_sha256": distribute.weights_digest(model)}
+    if who.workers > 1:
+        info["shard"] = {"worker": who.worker_index, "images": train_feed.shard_images}
+    return TrainedModel(model, cfg, data, split, histories, scores, time.monotonic() - started, info=info,
+                        chief=who.chief)

@@ -13,8 +13,6 @@ JSON conventions shared by the codecs:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import sys
@@ -26,17 +24,21 @@ import numpy as np
 # tensorflow.core is a package of `tensorflow`, so this still runs tensorflow/__init__; it is what TF offers.
 from tensorflow.core.framework import types_pb2
 
+from service.codec.b64 import b64_object, decode_b64, is_b64_object
+from service.codec.json_body import overflowed
 from service.core.errors import InvalidInput
 
 
 @dataclass(frozen=True)
 class DType:
-    """One tensor element type under all its names."""
+    """One tensor element type under all its names, one column per wire field that carries it."""
 
     name: str  # canonical: the KServe V2 datatype name
     tf_enum: int  # tensorflow.core.framework.types_pb2 value, e.g. types_pb2.DT_FLOAT
     tf_name: str  # "DT_FLOAT"
     numpy: np.dtype  # BYTES -> np.dtype(object), holding python bytes
+    tf_field: str  # the TensorProto typed value field TF fills for it (Tensor::AsProtoField): "float_val", ...
+    v2_contents: str | None  # the V2 gRPC InferTensorContents field; None: only raw contents carry it
 
     @property
     def is_integer(self) -> bool:
@@ -47,24 +49,26 @@ class DType:
         return self.name in _FLOAT_NAMES
 
 
-def _dtype(name: str, tf_name: str, numpy_type: Any) -> DType:
-    return DType(name, types_pb2.DataType.Value(tf_name), tf_name, np.dtype(numpy_type))
+def _dtype(name: str, tf_name: str, numpy_type: Any, tf_field: str, v2_contents: str | None) -> DType:
+    return DType(name, types_pb2.DataType.Value(tf_name), tf_name, np.dtype(numpy_type), tf_field, v2_contents)
 
 
-BOOL = _dtype("BOOL", "DT_BOOL", np.bool_)
-UINT8 = _dtype("UINT8", "DT_UINT8", np.uint8)
-UINT16 = _dtype("UINT16", "DT_UINT16", np.uint16)
-UINT32 = _dtype("UINT32", "DT_UINT32", np.uint32)
-UINT64 = _dtype("UINT64", "DT_UINT64", np.uint64)
-INT8 = _dtype("INT8", "DT_INT8", np.int8)
-INT16 = _dtype("INT16", "DT_INT16", np.int16)
-INT32 = _dtype("INT32", "DT_INT32", np.int32)
-INT64 = _dtype("INT64", "DT_INT64", np.int64)
-FP16 = _dtype("FP16", "DT_HALF", np.float16)
-FP32 = _dtype("FP32", "DT_FLOAT", np.float32)
-FP64 = _dtype("FP64", "DT_DOUBLE", np.float64)
-BF16 = _dtype("BF16", "DT_BFLOAT16", ml_dtypes.bfloat16)
-BYTES = _dtype("BYTES", "DT_STRING", object)
+# half_val holds FP16 and BF16 as their 16-bit patterns; V2 carries them only as raw contents.
+#               V2 name   TF name        numpy               TensorProto   V2 gRPC contents
+BOOL   = _dtype("BOOL",   "DT_BOOL",     np.bool_,           "bool_val",   "bool_contents")
+UINT8  = _dtype("UINT8",  "DT_UINT8",    np.uint8,           "int_val",    "uint_contents")
+UINT16 = _dtype("UINT16", "DT_UINT16",   np.uint16,          "int_val",    "uint_contents")
+UINT32 = _dtype("UINT32", "DT_UINT32",   np.uint32,          "uint32_val", "uint_contents")
+UINT64 = _dtype("UINT64", "DT_UINT64",   np.uint64,          "uint64_val", "uint64_contents")
+INT8   = _dtype("INT8",   "DT_INT8",     np.int8,            "int_val",    "int_contents")
+INT16  = _dtype("INT16",  "DT_INT16",    np.int16,           "int_val",    "int_contents")
+INT32  = _dtype("INT32",  "DT_INT32",    np.int32,           "int_val",    "int_contents")
+INT64  = _dtype("INT64",  "DT_INT64",    np.int64,           "int64_val",  "int64_contents")
+FP16   = _dtype("FP16",   "DT_HALF",     np.float16,         "half_val",   None)
+FP32   = _dtype("FP32",   "DT_FLOAT",    np.float32,         "float_val",  "fp32_contents")
+FP64   = _dtype("FP64",   "DT_DOUBLE",   np.float64,         "double_val", "fp64_contents")
+BF16   = _dtype("BF16",   "DT_BFLOAT16", ml_dtypes.bfloat16, "half_val",   None)
+BYTES  = _dtype("BYTES",  "DT_STRING",   object,             "string_val", "bytes_contents")
 
 DTYPES: tuple[DType, ...] = (BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64,
                              BF16, BYTES)
@@ -112,46 +116,20 @@ def by_numpy(dtype: Any) -> DType:
     return found
 
 
-# ---------------------------------------------------------------------------------------------------- base64
-
-
-def is_b64_object(value: Any) -> bool:
-    """True for TF Serving's binary value ``{"b64": "<string>"}`` (exactly that one key, holding a string)."""
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
-
-
-def b64_object(data: bytes) -> dict:
-    """``data`` as TF Serving's ``{"b64": ...}`` JSON value."""
-    return {"b64": base64.b64encode(data).decode("ascii")}
-
-
-def decode_b64(text: str, where: str = "value") -> bytes:
-    """Decodes standard base64 strictly: any character outside the alphabet is ``InvalidInput``.
-
-    Line breaks and spaces are dropped first (``base64`` on the command line wraps its output), and missing ``=``
-    padding is restored, as TF Serving's decoder tolerates it.
-    """
-    compact = "".join(text.split())
-    if len(compact) % 4:
-        compact += "=" * (-len(compact) % 4)
-    try:
-        return base64.b64decode(compact, validate=True)
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
-        raise InvalidInput(f"{where}: invalid base64 ({exc})") from None
-
-
 # ------------------------------------------------------------------------------------------- JSON -> numpy
 
 
 def to_numpy(values: Any, dtype: DType, shape: Any = None, *, where: str = "value",
-             b64_objects: bool = False) -> np.ndarray:
+             b64_objects: bool = False, from_json: bool = False) -> np.ndarray:
     """Converts a JSON value (a scalar or nested lists) to an array of ``dtype``, checking every element.
 
     Nested lists must be regular (not ragged); booleans are only for BOOL, integers for integer and float dtypes
     (within the dtype's range), other numbers only for float dtypes, and strings only for BYTES (UTF-8 encoded;
     python ``bytes`` are taken as they are, and ``{"b64": ...}`` objects are decoded when ``b64_objects``).
-    With ``shape``, the values (flat or nested) are reshaped to it. Every failure is ``InvalidInput`` whose message
-    starts with ``where`` and the index of the offending element, e.g. ``instances[3][1]: ...``.
+    With ``shape``, the values (flat or nested) are reshaped to it. ``from_json``: the values come from
+    ``json_body.load_json``, so an infinity that is not an ``Infinity`` token is a number literal too large for a
+    double, refused as TF Serving refuses it. Every failure is ``InvalidInput`` whose message starts with
+    ``where`` and the index of the offending element, e.g. ``instances[3][1]: ...``.
     """
     if isinstance(values, np.ndarray):
         values = values.tolist()
@@ -177,7 +155,7 @@ def to_numpy(values: Any, dtype: DType, shape: Any = None, *, where: str = "valu
     elif dtype.is_integer:
         array = _to_integers(grid, flat, dtype, where)
     elif dtype.is_float:
-        array = _to_floats(grid, flat, dtype, where)
+        array = _to_floats(grid, flat, dtype, where, from_json)
     else:
         array = grid.astype(dtype.numpy)
     return array if shape is None else _reshape(array, shape, where)
@@ -225,7 +203,7 @@ def _to_integers(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -
     return grid.astype(dtype.numpy)
 
 
-def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -> np.ndarray:
+def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str, from_json: bool) -> np.ndarray:
     try:
         wide = grid.astype(np.float64)
     except OverflowError:  # a python int beyond float64
@@ -233,6 +211,12 @@ def _to_floats(grid: np.ndarray, flat: np.ndarray, dtype: DType, where: str) -> 
     if wide is not None:
         with np.errstate(over="ignore"):
             array = wide.astype(dtype.numpy)
+        infinite = np.isinf(wide).ravel() if from_json else None
+        if infinite is not None and infinite.any():  # Infinity tokens, or a literal too large (1e999): refused
+            for i in np.flatnonzero(infinite):
+                if overflowed(flat[i]):
+                    raise InvalidInput(f"{where}{_index(grid.shape, int(i))}: a number too large for a double "
+                                       "(write Infinity for infinity)")
         # A finite number that became infinite did not fit the dtype: refuse it rather than send inf to the model.
         overflow = np.isinf(array.astype(np.float64)) & np.isfinite(wide)
         if not overflow.any():

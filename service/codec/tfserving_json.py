@@ -18,7 +18,9 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
 from service.codec import dtypes
-from service.codec.dtypes import is_b64_object, to_json_value
+from service.codec.b64 import decode_b64, is_b64_object
+from service.codec.dtypes import to_json_value
+from service.codec.json_body import load_object, overflowed
 from service.core.errors import InternalError, InvalidInput, NotFound
 from service.core.tensors import SignatureInfo, TensorSpec
 from tlserve.contract import DEFAULT_SIGNATURE
@@ -48,7 +50,7 @@ def parse_predict(body: bytes | str, input_specs: Callable[[str], dict[str, Tens
     ``input_specs(signature_name)`` gives the signature's inputs (its ``NotFound`` for an unknown signature
     propagates). Every problem with the body is ``InvalidInput``.
     """
-    doc = _load_object(body)
+    doc = load_object(body)
     signature_name = _signature_name(doc)
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput('request body must have exactly one of "instances" (row format) or "inputs" '
@@ -118,7 +120,7 @@ def _to_tensor(value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     not hold it against the signature (TF Serving answers ``{"instances": [2.0, 3.0, 4.0]}`` for an input of shape
     [-1, 1]); the model refuses what it cannot compute, and that refusal is the client's 400."""
     try:
-        return dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True)
+        return dtypes.to_numpy(value, spec.dtype, where=where, b64_objects=True, from_json=True)
     except InvalidInput as exc:
         raise InvalidInput(f"input '{spec.name}': {exc.message}") from None
 
@@ -156,7 +158,7 @@ def parse_examples(body: bytes | str) -> ExamplesRequest:
 
     Checks the structure only; feature values are checked by ``examples_to_serialized``.
     """
-    doc = _load_object(body)
+    doc = load_object(body)
     signature_name = _signature_name(doc)
     examples = doc.get("examples")
     if not isinstance(examples, list) or not examples:
@@ -212,7 +214,7 @@ def _feature(value: Any, where: str) -> feature_pb2.Feature:
         feature.float_list.value.extend(items)
     else:
         feature.bytes_list.value.extend(
-            dtypes.decode_b64(v["b64"], where) if isinstance(v, dict) else v.encode("utf-8") for v in items)
+            decode_b64(v["b64"], where) if isinstance(v, dict) else v.encode("utf-8") for v in items)
     return feature
 
 
@@ -225,6 +227,8 @@ def _feature_kind(item: Any, where: str) -> str:
             raise InvalidInput(f"{where}: {item} is out of range for an int64 feature")
         return "int64"
     if isinstance(item, float):
+        if overflowed(item):
+            raise InvalidInput(f"{where}: a number too large for a double (write Infinity for infinity)")
         if math.isfinite(item) and abs(item) > _FLOAT32_MAX:  # would silently become inf in a float_list
             raise InvalidInput(f"{where}: {item!r} is out of range for a float feature")
         return "float"
@@ -283,20 +287,6 @@ def format_regress(values: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- JSON
-
-
-def _load_object(body: bytes | str) -> dict:
-    if not body:
-        raise InvalidInput("request body is empty")
-    try:
-        doc = json.loads(body)
-    except RecursionError:
-        raise InvalidInput("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not UTF-8
-        raise InvalidInput(f"invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return doc
 
 
 def _signature_name(doc: dict) -> str:

@@ -1,9 +1,14 @@
-"""KServe V2 / Open Inference Protocol REST bodies, with Triton's binary tensor data extension.
+"""KServe V2 / Open Inference Protocol tensors for both wires: REST bodies (with Triton's binary tensor data
+extension) and the gRPC messages' tensors.
 
 A request body is JSON, optionally followed by raw tensor bytes; the ``Inference-Header-Content-Length`` header says
 where the JSON ends. Binary inputs carry ``parameters.binary_data_size`` and take their bytes from that tail in input
 order. Numeric tensors are raw little-endian, BOOL one byte per element, BYTES a sequence of 4-byte little-endian
 lengths each followed by that many bytes. Responses use the same layout for the outputs asked for as binary.
+
+The raw tensor layout is the same on both wires (gRPC's ``raw_input_contents`` / ``raw_output_contents`` are
+the binary extension's bytes), so one decoder (``decode_raw``) and one encoder (``encode_raw``) serve both; gRPC's
+typed ``contents`` fields are read by ``decode_contents`` through the dtype table's ``v2_contents`` column.
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ and
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
@@ -20,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from service.codec import dtypes
+from service.codec.json_body import load_object
 from service.core.errors import InvalidInput
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
@@ -81,6 +87,87 @@ def decode_bytes_elements(raw: bytes, count: int, *, what: str = "BYTES data") -
     return out
 
 
+# ------------------------------------------------------------------------------------------- tensors, both wires
+
+def check_shape(shape: Sequence[int], what: str) -> list[int]:
+    """``shape`` as a list, refused (``InvalidInput``) if a dimension is negative or it is too large to hold."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise InvalidInput(f"{what}: shape {dims} has a negative dimension")
+    dtypes.check_shape_size(dims, what)
+    return dims
+
+
+def decode_raw(raw: bytes | memoryview, dtype: dtypes.DType, shape: Sequence[int], *, what: str) -> np.ndarray:
+    """A tensor from its raw bytes: numbers little-endian, BOOL one byte 0 or 1 per element, BYTES
+    length-prefixed (``decode_bytes_elements``). The bytes must fill ``shape`` exactly. The array is a writable
+    copy: it does not keep a request's buffer alive."""
+    count = math.prod(shape)
+    if dtype is dtypes.BYTES:
+        array = np.empty(count, dtype=object)
+        array[:] = decode_bytes_elements(raw, count, what=what)  # slice assignment keeps each element bytes
+        return array.reshape(shape)
+    itemsize = 1 if dtype is dtypes.BOOL else dtype.numpy.itemsize
+    if len(raw) != count * itemsize:
+        raise InvalidInput(f"{what}: {len(raw)} bytes of raw data, but shape {list(shape)} of {dtype.name} "
+                           f"needs {count * itemsize}")
+    if dtype is dtypes.BOOL:
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if np.any(octets > 1):
+            raise InvalidInput(f"{what}: BOOL raw data must be bytes 0 or 1")
+        return octets.astype(np.bool_).reshape(shape)
+    # The wire is little-endian whatever the host; astype copies, so the array is writable and owns its memory.
+    return np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(shape)
+
+
+def decode_contents(contents: Any, dtype: dtypes.DType, shape: Sequence[int], *, what: str) -> np.ndarray:
+    """A tensor from a gRPC ``InferTensorContents`` (any object with its repeated fields): the field of
+    ``dtype`` (the dtype table's ``v2_contents``), every value checked against the dtype and the shape."""
+    if dtype.v2_contents is None:
+        raise InvalidInput(f"{what}: {dtype.name} must be sent in raw_input_contents")
+    return dtypes.to_numpy(list(getattr(contents, dtype.v2_contents)), dtype, shape, where=what)
+
+
+def decode_input(tensor: Any, raw: bytes | None) -> np.ndarray:
+    """A gRPC ``InferInputTensor`` (``name``, ``datatype``, ``shape``, ``contents``) as an array: from ``raw``
+    (its ``raw_input_contents`` entry) when given, else from its typed contents."""
+    what = f"input '{tensor.name}'"
+    try:
+        dtype = dtypes.by_v2(tensor.datatype)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{what}: {exc.message}") from None
+    shape = check_shape(tensor.shape, what)
+    if raw is not None:
+        return decode_raw(raw, dtype, shape, what=what)
+    return decode_contents(tensor.contents, dtype, shape, what=what)
+
+
+def output_array(value: Any) -> tuple[np.ndarray, dtypes.DType]:
+    """An output as an array and its dtype; strings of any numpy kind become an object array of bytes."""
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU":  # TF hands strings back as object arrays of bytes; numpy may use 'S' or 'U'
+        flat = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.ravel().tolist()]
+        strings = np.empty(len(flat), dtype=object)
+        strings[:] = flat
+        return strings.reshape(array.shape), dtypes.BYTES
+    return array, dtypes.by_numpy(array.dtype)
+
+
+def encode_raw(array: np.ndarray, dtype: dtypes.DType) -> bytes:
+    """The raw bytes of an ``output_array``: the layout ``decode_raw`` reads."""
+    if dtype is dtypes.BYTES:
+        return encode_bytes_elements(array.ravel().tolist())
+    if dtype is dtypes.BOOL:
+        return array.astype(np.uint8).tobytes()
+    return np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()
+
+
+def raw_output(value: Any) -> tuple[str, bytes]:
+    """An output as gRPC sends it: its V2 datatype name and raw bytes."""
+    array, dtype = output_array(value)
+    return dtype.name, encode_raw(array, dtype)
+
+
 # ---------------------------------------------------------------------------------------------------------- requests
 
 def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
@@ -90,7 +177,7 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
     means the whole body is JSON. Every client mistake raises ``InvalidInput`` naming the field or tensor.
     """
     json_end = _json_end(body, header_length)
-    doc = _load_json(body[:json_end])
+    doc = load_object(body[:json_end])
     binary = memoryview(body)[json_end:]
 
     request_id = doc.get("id")
@@ -129,7 +216,7 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
             if offset + size > len(binary):
                 raise InvalidInput(f"input '{name}': binary_data_size {size} runs past the end of the body "
                                    f"({len(binary) - offset} binary bytes left)")
-            data = _binary_tensor(binary[offset:offset + size], dtype, shape, name)
+            data = decode_raw(binary[offset:offset + size], dtype, shape, what=f"input '{name}'")
             offset += size
         inputs.append(V2Tensor(name=name, datatype=dtype.name, shape=shape, data=data, parameters=params))
 
@@ -173,16 +260,6 @@ def _json_end(body: bytes, header_length: int | str | None) -> int:
     return header_length
 
 
-def _load_json(raw: bytes) -> dict:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:  # includes UnicodeDecodeError
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return doc
-
-
 def _parameters(obj: dict, where: str) -> dict:
     params = obj.get("parameters", {})
     if params is None:
@@ -208,34 +285,13 @@ def _tensor_header(raw: Any, index: int) -> tuple[str, dtypes.DType, list[int], 
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
-    dtypes.check_shape_size(shape, f"input '{name}'")
+    check_shape(shape, f"input '{name}'")
     return name, dtype, shape, _parameters(raw, f"input '{name}'")
 
 
 def _json_tensor(values: Any, dtype: dtypes.DType, shape: list[int], name: str) -> np.ndarray:
     # to_numpy checks every element against the dtype (BYTES: strings, utf-8 encoded) and the count against shape.
-    return dtypes.to_numpy(values, dtype, shape, where=f"input '{name}'")
-
-
-def _binary_tensor(raw: memoryview, dtype: dtypes.DType, shape: list[int], name: str) -> np.ndarray:
-    count = math.prod(shape)
-    if dtype.name == "BYTES":
-        elements = decode_bytes_elements(raw, count, what=f"input '{name}'")
-        array = np.empty(count, dtype=object)
-        array[:] = elements  # slice assignment keeps each element a bytes object (np.array would make 'S')
-        return array.reshape(shape)
-    itemsize = 1 if dtype.name == "BOOL" else dtype.numpy.itemsize
-    if len(raw) != count * itemsize:
-        raise InvalidInput(f"input '{name}': {len(raw)} bytes of binary data, but shape {shape} of "
-                           f"{dtype.name} needs {count * itemsize}")
-    if dtype.name == "BOOL":
-        octets = np.frombuffer(raw, dtype=np.uint8)
-        if np.any(octets > 1):
-            raise InvalidInput(f"input '{name}': BOOL binary data must be bytes 0 or 1")
-        return octets.astype(np.bool_).reshape(shape)
-    # The wire is little-endian whatever the host; astype copies, so the array is writable and owns its memory.
-    wire = dtype.numpy.newbyteorder("<")
-    return np.frombuffer(raw, dtype=wire).astype(dtype.numpy).reshape(shape)
+    return dtypes.to_numpy(values, dtype, shape, where=f"input '{name}'", from_json=True)
 
 
 def _requested_outputs(doc: dict) -> list[dict]:
@@ -276,11 +332,11 @@ def encode_infer_response(model_name: str, model_version: str | None, outputs: d
         doc["id"] = request_id
     entries, tail = [], []
     for name, value in outputs.items():
-        array, dtype = _output_array(value)
+        array, dtype = output_array(value)
         entry: dict[str, Any] = {"name": name, "datatype": dtype.name, "shape": list(array.shape)}
         data = None if name in binary_outputs else _json_data(array, dtype)
         if data is None:
-            raw = _binary_data(array, dtype)
+            raw = encode_raw(array, dtype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             tail.append(raw)
         else:
@@ -293,16 +349,6 @@ def encode_infer_response(model_name: str, model_version: str | None, outputs: d
     return head + b"".join(tail), len(head)
 
 
-def _output_array(value: Any) -> tuple[np.ndarray, dtypes.DType]:
-    array = np.asarray(value)
-    if array.dtype.kind in "OSU":  # TF hands strings back as object arrays of bytes; numpy may use 'S' or 'U'
-        flat = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.ravel().tolist()]
-        strings = np.empty(len(flat), dtype=object)
-        strings[:] = flat
-        return strings.reshape(array.shape), dtypes.by_v2("BYTES")
-    return array, dtypes.by_numpy(array.dtype)
-
-
 def _json_data(array: np.ndarray, dtype: dtypes.DType) -> list | None:
     """Flat row-major JSON values, or None when JSON cannot carry them (BYTES that are not utf-8)."""
     if dtype.name == "BYTES":
@@ -311,11 +357,3 @@ def _json_data(array: np.ndarray, dtype: dtypes.DType) -> list | None:
         except UnicodeDecodeError:
             return None
     return dtypes.to_json_value(array.ravel(), bytes_as_b64=False)
-
-
-def _binary_data(array: np.ndarray, dtype: dtypes.DType) -> bytes:
-    if dtype.name == "BYTES":
-        return encode_bytes_elements(array.ravel().tolist())
-    if dtype.name == "BOOL":
-        return array.astype(np.uint8).tobytes()
-    return np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()

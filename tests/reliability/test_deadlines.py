@@ -13,6 +13,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.settings import Settings
+from tests.conftest import grpc_channel
 from tests.reliability.conftest import items_run, queue_depth, wait_until
 from tests.reliability.test_overload import predict_request
 from tests.service.conftest import start_server
@@ -63,7 +64,7 @@ def test_http_request_timeout_header_expires_in_the_queue_without_running(one_at
 
 
 def test_grpc_deadline_expires_in_the_queue_without_running(one_at_a_time):
-    with Blockers(one_at_a_time) as blockers, grpc.insecure_channel(one_at_a_time.grpc_target) as channel:
+    with Blockers(one_at_a_time) as blockers, grpc_channel(one_at_a_time) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as failure:
             stub.Predict(predict_request(model="slower"), timeout=0.1)

@@ -18,9 +18,10 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.settings import Settings
 from service.transport.http.common import RequestAccounting
+from tests.conftest import TESTDATA, grpc_channel
 from tests.reliability.conftest import items_run, queue_depth, save_slow_model, wait_until
 from tests.reliability.test_overload import predict_request
-from tests.service.conftest import TESTDATA, copy_version, start_server
+from tests.service.conftest import copy_version, start_server
 from tests.service.test_hot_reload import Traffic
 
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
@@ -174,7 +175,7 @@ def test_clients_that_leave_mid_request_leak_nothing(slow_server, caplog):
             left.append("http")
 
     def leave_grpc():  # the call's deadline passes while it waits: gRPC cancels it on the server
-        with grpc.insecure_channel(server.grpc_target) as channel:
+        with grpc_channel(server) as channel:
             try:
                 prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(predict_request(model="slower"),
                                                                                    timeout=0.2)

@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.settings import Settings
+from tests.conftest import grpc_channel
 from tests.reliability.conftest import items_run
 from tests.service.conftest import start_server
 
@@ -54,7 +55,7 @@ def predict_request(value: float = 1.0, model: str = "slow") -> predict_pb2.Pred
 
 def flood_grpc(target: str, n: int = FLOOD, during=None) -> list[tuple[grpc.StatusCode, str]]:
     """``n`` concurrent Predict calls; ``during(channel)`` runs while they are in flight."""
-    with grpc.insecure_channel(target) as channel:
+    with grpc_channel(target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         futures = [stub.Predict.future(predict_request(), timeout=60) for _ in range(n)]
         seen_during = during(channel) if during else None

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench.outcomes import Load, Tally, grpc_client, http_client
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from tests.conftest import grpc_channel
 from tests.serve_process import session_processes, start_serve
 
 DRAIN_DELAY_S = 2.0
@@ -73,7 +74,7 @@ def test_sigterm_under_load_loses_nothing_and_every_process_exits(model_repo, ti
                 grpc_client(server.grpc_target, grpc_tally, _grpc_predict),
                 grpc_client(server.grpc_target, grpc_tally, _grpc_classify(images))]
     try:
-        with Load(clients), grpc.insecure_channel(server.grpc_target) as channel:
+        with Load(clients), grpc_channel(server) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             time.sleep(2)
             assert http.served > 0 and grpc_tally.served > 0, (http.summary(), grpc_tally.summary())

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from service.auth import AuthPolicy, read_token
 from service.settings import Settings, SettingsError
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from tests.conftest import grpc_channel
 from tests.security.conftest import TOKEN
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,9 +30,8 @@ def https(secure_server, ca_context):
 
 
 @pytest.fixture(scope="module")
-def channel(secure_server, tls_files):
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_files[0].read_bytes())
-    with grpc.secure_channel(secure_server.grpc_target, credentials) as ch:
+def channel(secure_server, tls_files):  # the shared fixture's, but to this module's server, which serves TLS
+    with grpc_channel(secure_server, root_certificates=tls_files[0]) as ch:
         yield ch
 
 
@@ -125,7 +125,7 @@ def test_grpc_health_is_open(channel):
 
 
 def test_grpc_without_tls_is_refused(secure_server):
-    with grpc.insecure_channel(secure_server.grpc_target) as plain:
+    with grpc_channel(secure_server) as plain:
         with pytest.raises(grpc.RpcError) as err:
             health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -179,3 +179,27 @@ def test_tls_settings_must_come_in_pairs_and_exist(tmp_path, tls_files):
         Settings(tls_cert_file=tmp_path / "missing.pem", tls_key_file=tls_files[1])
     with pytest.raises(SettingsError, match="auth_token_file"):
         Settings.from_env({"TLSERVE_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_the_token_is_read_once_by_the_composition_root(tmp_path):
+    """build_runtime reads the token file; the HTTP app (and BentoML's middleware) use that policy, not a re-read."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from service.app import build_runtime, create_app
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    settings = Settings(auth_token_file=token_file)
+    runtime = build_runtime(settings, CollectorRegistry())
+    token_file.write_text("changed")
+    app = create_app(settings, runtime=runtime, manage_lifecycle=False)
+
+    async def statuses():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://app") as client:
+            return [(await client.get("/v1/models/m", headers={"Authorization": f"Bearer {token}"})).status_code
+                    for token in (TOKEN, "changed")]
+
+    assert asyncio.run(statuses()) == [404, 401]
+    assert runtime.auth.token == TOKEN.encode()

@@ -15,12 +15,6 @@ from service.transport.grpc.protos.inference import grpc_service_pb2 as v2_pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 
 
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
-
-
 def test_a_shape_whose_size_overflows_int64_is_invalid_not_internal(channel):
     # 2**31 * 2**33 == 2**64: an int64 product wraps to 0, which "matched" an empty tensor and crashed in reshape.
     request = v2_pb.ModelInferRequest(model_name="half_plus_two")

@@ -6,7 +6,6 @@ Generated inputs per test: ``fuzzing.EXAMPLES`` (150 by default)."""
 
 from __future__ import annotations
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -74,12 +73,6 @@ def _model_spec(spec, draw_name, version, label, signature):
 
 VERSIONS = st.none() | st.integers(-2**63, 2**63 - 1) | st.sampled_from([1, 123, 0])
 LABELS = st.none() | st.text(max_size=10) | st.just("x" * 10000)
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -123,12 +123,6 @@ GRPC_PATHS = [_grpc_predict_strings, _grpc_predict_examples, _grpc_predict_prepr
               _grpc_classifier, _grpc_v2]
 
 
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
-
-
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 @pytest.mark.parametrize("path", HTTP_PATHS, ids=lambda f: f.__name__.strip("_"))
 def test_http_paths_refuse_hostile_images(client, path, kind):

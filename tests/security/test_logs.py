@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.conftest import grpc_channel
 from tests.security.conftest import TOKEN
 
 MARKER = "PAYLOAD-MARKER-7f3a9c"
@@ -40,8 +41,7 @@ def test_tokens_and_payloads_stay_out_of_the_logs(secure_server, ca_context, tls
             assert response.status_code == status, (path, response.text)
         assert c.post("/classify", content=b'{"images": [' + MARKER.encode(), headers={
             **good, "content-type": "application/json", "x-request-id": "log-test-bad-json"}).status_code == 400
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_files[0].read_bytes())
-    with grpc.secure_channel(secure_server.grpc_target, credentials) as channel:
+    with grpc_channel(secure_server, root_certificates=tls_files[0]) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "shapes"

@@ -19,12 +19,6 @@ HOSTILE_NAMES = ["../shapes", "..", "/etc/passwd", "shapes/../shapes", "shapes\x
 MAX_MESSAGE = 600  # a status message stays well under gRPC's 8 KiB metadata limit, whatever the client sent
 
 
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
-
-
 def _segment(text: str) -> str:
     return quote(text, safe="").replace(".", "%2E")
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.conftest import grpc_channel
 from tests.security.conftest import TOKEN
 from tests.serve_process import start_serve
 
@@ -44,8 +45,7 @@ def test_https_with_bearer_auth(served, ca_context):
 
 def test_grpc_over_tls_with_bearer_auth(served, tls_files):
     _, grpc_port = served
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_files[0].read_bytes())
-    with grpc.secure_channel(f"127.0.0.1:{grpc_port}", credentials) as channel:
+    with grpc_channel(f"127.0.0.1:{grpc_port}", root_certificates=tls_files[0]) as channel:
         assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
             health_pb2.HealthCheckResponse.SERVING
         request = predict_pb2.PredictRequest()

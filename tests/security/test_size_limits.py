@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from tests.conftest import grpc_channel
 from tests.security.conftest import TOKEN
 
 OVER = 3 * 2**20  # bytes: over both 2 MiB limits
@@ -29,8 +30,7 @@ def test_grpc_message_limit(secure_server, tls_files):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "shapes"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.array([b"x" * OVER], dtype=object)))
-    credentials = grpc.ssl_channel_credentials(root_certificates=tls_files[0].read_bytes())
-    with grpc.secure_channel(secure_server.grpc_target, credentials) as channel:
+    with grpc_channel(secure_server, root_certificates=tls_files[0]) as channel:
         with pytest.raises(grpc.RpcError) as err:
             prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
                 request, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=60)

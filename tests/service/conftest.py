@@ -18,8 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from service.app import create_app
 from service.settings import Settings
-
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
+from tests.conftest import TESTDATA
 
 
 @dataclass

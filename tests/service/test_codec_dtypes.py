@@ -33,6 +33,26 @@ def test_every_entry_is_consistent_and_found_by_each_name(dtype):
     assert dtypes.by_numpy(dtype.numpy) is dtype
 
 
+@pytest.mark.parametrize("dtype", dtypes.DTYPES, ids=lambda d: d.name)
+def test_wire_field_columns_name_real_fields_that_carry_the_dtype(dtype):
+    import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2
+
+    from service.transport.grpc.protos.inference import grpc_service_pb2
+
+    values = np.array([1, 0, 1], dtype.numpy) if dtype is not BYTES else np.array([b"a", b"", b"c"], object)
+    proto = tensor_pb2.TensorProto(dtype=dtype.tf_enum)
+    proto.tensor_shape.dim.add(size=3)
+    flat = values.view(np.uint16) if dtype.tf_field == "half_val" else values
+    getattr(proto, dtype.tf_field).extend(flat.tolist())
+    np.testing.assert_array_equal(tf.make_ndarray(proto), values)  # TF reads the column's field for the dtype
+    contents = grpc_service_pb2.InferTensorContents()
+    if dtype.v2_contents is None:
+        assert dtype in (FP16, BF16)  # V2 carries the 16-bit floats only as raw contents
+    else:
+        getattr(contents, dtype.v2_contents).extend(values.tolist())
+
+
 def test_known_mappings():
     assert dtypes.by_tf_enum(types_pb2.DT_FLOAT) is FP32
     assert dtypes.by_tf_enum(types_pb2.DT_STRING) is BYTES
@@ -150,15 +170,6 @@ def test_reshape_to_a_given_shape():
         to_numpy([1, 2, 3, 4, 5, 6], INT32, shape=[4, 2])
     with pytest.raises(InvalidInput, match="do not fill"):
         to_numpy([1, 2], INT32, shape=[-1, 2])
-
-
-def test_decode_b64_is_strict_about_the_alphabet_only():
-    assert dtypes.decode_b64("aGVsbG8") == b"hello"  # missing padding, as TF Serving's decoder tolerates
-    assert dtypes.decode_b64("aGVs\nbG8=") == b"hello"
-    with pytest.raises(InvalidInput, match="invalid base64"):
-        dtypes.decode_b64("aGVs*bG8=")
-    with pytest.raises(InvalidInput, match="invalid base64"):
-        dtypes.decode_b64("é")
 
 
 # ------------------------------------------------------------------------------------------- numpy -> JSON

@@ -1,16 +1,24 @@
-"""KServe V2 REST bodies: JSON and binary tensor data, requests and responses."""
+"""KServe V2 tensors: REST bodies (JSON and binary tensor data, requests and responses) and the gRPC tensors,
+one raw decoder and encoder for both."""
 
 from __future__ import annotations
 
 import json
 import struct
+from types import SimpleNamespace
 
+import grpc
+import ml_dtypes
 import numpy as np
 import pytest
 
-from service.codec.v2 import (binary_output_names, decode_bytes_elements, encode_bytes_elements,
-                              encode_infer_response, parse_infer)
+from service.codec import dtypes
+from service.codec.v2 import (binary_output_names, check_shape, decode_bytes_elements, decode_contents,
+                              decode_input, decode_raw, encode_bytes_elements, encode_infer_response, encode_raw,
+                              output_array, parse_infer, raw_output)
 from service.core.errors import InvalidInput
+from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
+from tests.service.servicer_calls import v2_failure
 
 
 def body_of(doc: dict, *binary: bytes) -> tuple[bytes, int | None]:
@@ -94,9 +102,9 @@ def test_invalid_json_requests(doc, message):
 
 @pytest.mark.parametrize("body, message", [
     (b"[1, 2]", "JSON object"),
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe\x00", "not valid JSON"),
-    (b"", "not valid JSON"),
+    (b"{not json", "invalid JSON"),
+    (b"\xff\xfe\x00", "invalid JSON: request body is not valid UTF-8"),
+    (b"", "request body is empty"),
 ])
 def test_body_that_is_not_a_json_object(body, message):
     with pytest.raises(InvalidInput, match=message):
@@ -214,7 +222,7 @@ def test_bad_header_length(length, message):
 
 def test_header_length_that_cuts_the_json_is_invalid():
     body, length = body_of(_one_fp32(8), b"\x00" * 8)
-    with pytest.raises(InvalidInput, match="not valid JSON"):
+    with pytest.raises(InvalidInput, match="invalid JSON"):
         parse_infer(body, length - 1)
 
 
@@ -285,3 +293,124 @@ def test_binary_response_round_trip_per_dtype(dtype):
     back = parse_response(body, length)["y"]
     assert back.dtype == array.dtype
     np.testing.assert_array_equal(back, array)
+
+
+# ------------------------------------------------------------------------------------ tensors, both wires
+
+SAMPLES = {"BOOL": [True, False, True], "UINT8": [0, 7, 255], "UINT16": [0, 7, 65535], "UINT32": [0, 7, 2**32 - 1],
+           "UINT64": [0, 7, 2**64 - 1], "INT8": [-128, 0, 127], "INT16": [-1, 0, 2**15 - 1],
+           "INT32": [-(2**31), 0, 7], "INT64": [-(2**63), 0, 2**63 - 1], "FP16": [0.5, -2.0, 65504.0],
+           "FP32": [0.25, -1.5, 3.0], "FP64": [0.1, -1e300, 2.0], "BF16": [0.5, -2.0, 1.0],
+           "BYTES": [b"", b"a\x00b", "é".encode()]}
+
+
+def _array(dtype: dtypes.DType) -> np.ndarray:
+    if dtype is dtypes.BYTES:
+        array = np.empty(3, dtype=object)
+        array[:] = SAMPLES["BYTES"]
+        return array
+    return np.array(SAMPLES[dtype.name], dtype=dtype.numpy)
+
+
+@pytest.mark.parametrize("dtype", dtypes.DTYPES, ids=lambda d: d.name)
+def test_raw_round_trip_per_dtype(dtype):
+    array, found = output_array(_array(dtype))
+    assert found is dtype
+    raw = encode_raw(array, dtype)
+    back = decode_raw(raw, dtype, [3], what="x")
+    assert back.dtype == dtype.numpy and back.flags.writeable
+    assert back.base is None or back.base.base is None  # a copy: it does not hold on to the request's bytes
+    assert back.tolist() == array.tolist()
+    assert raw_output(_array(dtype)) == (dtype.name, raw)
+
+
+def test_raw_is_little_endian_and_bool_one_byte_each():
+    assert encode_raw(np.array([1], np.int32), dtypes.INT32) == b"\x01\x00\x00\x00"
+    assert encode_raw(np.array([True, False]), dtypes.BOOL) == b"\x01\x00"
+    assert decode_raw(b"\x00\x00\x80\x3f", dtypes.FP32, [1], what="x").tolist() == [1.0]
+    assert decode_raw(np.array([2], ">i4").tobytes(), dtypes.INT32, [1], what="x").tolist() == [2 << 24]
+
+
+@pytest.mark.parametrize("raw", [b"\x02\x07", b"\x01\xff", b"\x00\x02"])
+def test_raw_bool_is_strictly_0_or_1(raw):
+    with pytest.raises(InvalidInput, match="^x: BOOL raw data must be bytes 0 or 1"):
+        decode_raw(raw, dtypes.BOOL, [2], what="x")
+
+
+@pytest.mark.parametrize("dtype, raw, message", [
+    (dtypes.FP32, b"\x00" * 7, "7 bytes of raw data, but shape \\[2\\] of FP32 needs 8"),
+    (dtypes.BOOL, b"\x00", "1 bytes of raw data, but shape \\[2\\] of BOOL needs 2"),
+    (dtypes.BYTES, encode_bytes_elements([b"a"]), "holds 1 elements; the shape needs 2"),
+])
+def test_raw_that_does_not_fill_the_shape(dtype, raw, message):
+    with pytest.raises(InvalidInput, match=message):
+        decode_raw(raw, dtype, [2], what="x")
+
+
+def test_raw_reshapes_and_takes_a_memoryview():
+    raw = memoryview(np.arange(6, dtype="<i8").tobytes())
+    assert decode_raw(raw, dtypes.INT64, [2, 3], what="x").tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+@pytest.mark.parametrize("dtype", [d for d in dtypes.DTYPES if d.v2_contents], ids=lambda d: d.name)
+def test_typed_contents_per_dtype_from_the_proto_or_any_object(dtype):
+    values = SAMPLES[dtype.name]
+    contents = pb.InferTensorContents()
+    getattr(contents, dtype.v2_contents).extend(values)
+    for message in (contents, SimpleNamespace(**{dtype.v2_contents: values})):
+        array = decode_contents(message, dtype, [3], what="x")
+        assert array.dtype == dtype.numpy and array.tolist() == values
+
+
+def test_typed_contents_are_checked_against_dtype_and_shape():
+    with pytest.raises(InvalidInput, match="^x: 1 values do not fill shape \\[2\\]"):
+        decode_contents(SimpleNamespace(fp32_contents=[1.0]), dtypes.FP32, [2], what="x")
+    with pytest.raises(InvalidInput, match="out of range for UINT8"):
+        decode_contents(SimpleNamespace(uint_contents=[256]), dtypes.UINT8, [1], what="x")
+    for dtype in (dtypes.FP16, dtypes.BF16):
+        with pytest.raises(InvalidInput, match=f"^x: {dtype.name} must be sent in raw_input_contents"):
+            decode_contents(pb.InferTensorContents(), dtype, [0], what="x")
+
+
+def test_decode_input_from_a_grpc_tensor():
+    request = pb.ModelInferRequest()
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 1])
+    tensor.contents.fp32_contents.extend([2.0, 4.0])
+    assert decode_input(tensor, None).tolist() == [[2.0], [4.0]]
+    assert decode_input(tensor, np.array([1, 2], "<f4").tobytes()).tolist() == [[1.0], [2.0]]  # raw wins
+    bf16 = request.inputs.add(name="h", datatype="BF16", shape=[1])
+    assert decode_input(bf16, np.array([1.5], ml_dtypes.bfloat16).tobytes()).tolist() == [1.5]
+
+
+@pytest.mark.parametrize("datatype, shape, message", [
+    ("NOPE", [1], "^input 'x': unknown datatype 'NOPE'"),
+    ("FP32", [-1, 2], "^input 'x': shape \\[-1, 2\\] has a negative dimension"),
+    ("FP32", [2**31, 2**40, 0], "^input 'x': shape .* is too large"),
+])
+def test_decode_input_refuses_bad_headers(datatype, shape, message):
+    tensor = pb.ModelInferRequest().inputs.add(name="x", datatype=datatype, shape=shape)
+    with pytest.raises(InvalidInput, match=message):
+        decode_input(tensor, b"")
+
+
+def test_check_shape():
+    assert check_shape((2, 0, 3), "x") == [2, 0, 3]
+
+
+def test_output_array_makes_strings_bytes():
+    array, dtype = output_array(np.array(["é", "b"]))
+    assert dtype is dtypes.BYTES and array.dtype == object and array.tolist() == ["é".encode(), b"b"]
+    assert raw_output(np.array([b"ab"]))[1] == encode_bytes_elements([b"ab"])
+
+
+def test_raw_bool_bytes_other_than_0_and_1_are_refused_over_rest_and_grpc():
+    # Issue 13: REST refused them, gRPC's own decoder took any byte as a bool.
+    header = json.dumps({"inputs": [{"name": "x", "datatype": "BOOL", "shape": [2],
+                                     "parameters": {"binary_data_size": 2}}]}).encode()
+    with pytest.raises(InvalidInput, match="0 or 1"):
+        parse_infer(header + b"\x02\x07", len(header))
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="x", datatype="BOOL", shape=[2])
+    request.raw_input_contents.append(b"\x02\x07")
+    code, details = v2_failure("ModelInfer", request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "0 or 1" in details, (code, details)

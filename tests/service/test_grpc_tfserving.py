@@ -14,12 +14,6 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 
 @pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
-
-
-@pytest.fixture(scope="module")
 def predict_stub(channel):
     return prediction_service_pb2_grpc.PredictionServiceStub(channel)
 

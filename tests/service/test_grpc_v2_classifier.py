@@ -13,12 +13,7 @@ from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.grpc_target) as ch:
-        yield ch
+from tests.conftest import grpc_channel
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +77,8 @@ def test_v2_string_outputs_use_length_prefixed_bytes(v2, images):
      grpc.StatusCode.INVALID_ARGUMENT),
     (lambda r: (r.inputs.add(name="images", datatype="FP32", shape=[1]).contents.fp32_contents.append(1.0)),
      grpc.StatusCode.INVALID_ARGUMENT),
+    # A version that cannot exist is unknown, as over HTTP (it was INVALID_ARGUMENT here, 404 there).
+    (lambda r: setattr(r, "model_version", "abc"), grpc.StatusCode.NOT_FOUND),
 ])
 def test_v2_bad_requests(v2, build, code):
     request = pb.ModelInferRequest(model_name="shapes")
@@ -89,6 +86,24 @@ def test_v2_bad_requests(v2, build, code):
     with pytest.raises(grpc.RpcError) as failed:
         v2.ModelInfer(request, timeout=60)
     assert failed.value.code() == code, failed.value.details()
+
+
+def test_v2_version_that_cannot_exist_is_not_found(v2):
+    for call, request in ((v2.ModelReady, pb.ModelReadyRequest(name="shapes", version="abc")),
+                          (v2.ModelMetadata, pb.ModelMetadataRequest(name="shapes", version="abc"))):
+        with pytest.raises(grpc.RpcError) as failed:
+            call(request, timeout=60)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND, failed.value.details()
+
+
+def test_v2_raw_bool_is_strictly_0_or_1_as_over_rest(v2):
+    request = pb.ModelInferRequest(model_name="half_plus_two")
+    request.inputs.add(name="x", datatype="BOOL", shape=[2, 1])
+    request.raw_input_contents.append(b"\x02\x07")
+    with pytest.raises(grpc.RpcError) as failed:
+        v2.ModelInfer(request, timeout=60)
+    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "0 or 1" in failed.value.details()
 
 
 def test_classifier_images_and_pixels(classifier, images, expected, tiny_training):
@@ -168,7 +183,7 @@ def test_http_and_grpc_requests_share_the_pixels_batches(server, images):
 
     async def main():
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http, \
-                grpc.aio.insecure_channel(server.grpc_target) as channel:
+                grpc_channel(server, aio=True) as channel:
             stub = classifier_pb2_grpc.ClassifierStub(channel)
             calls = [http.post("/classify", json={"model": "shapes", "images": [base64.b64encode(images[0]).decode()]})
                      for _ in range(16)]

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.service.conftest import TESTDATA, copy_version, start_server
+from tests.conftest import TESTDATA, grpc_channel
+from tests.service.conftest import copy_version, start_server
 
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three" / "00000123"
@@ -148,14 +149,13 @@ def test_removed_model_directory_unloads_cleanly(repo, running):
 
 
 def test_model_service_reload_config_switches_the_served_models(repo, running):
-    import grpc
     from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
     copy_version(HALF_PLUS_THREE, repo / "three", "5")
     request = model_management_pb2.ReloadConfigRequest()
     config = request.config.model_config_list.config.add()
     config.name, config.base_path, config.model_platform = "three", str(repo / "three"), "tensorflow"
-    with grpc.insecure_channel(running.grpc_target) as channel:
+    with grpc_channel(running) as channel:
         response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=60)
     assert response.status.error_code == 0
     assert httpx.post(running.url + "/v1/models/three:predict", json={"instances": [[2.0]]}).json() == \

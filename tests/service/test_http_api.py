@@ -141,7 +141,15 @@ def _png_bomb() -> bytes:
     return buffer.getvalue()
 
 
+DEEP_JSON = b"[" * 5000 + b"]" * 5000  # ~10 KB, deeper than the interpreter's recursion limit
+
 BAD_REQUESTS = [
+    ("deep JSON to :predict", "POST", "/v1/models/shapes:predict", {"content": DEEP_JSON}, 400),
+    ("deep JSON to /classify", "POST", "/classify", {"content": DEEP_JSON,
+                                                      "headers": {"content-type": "application/json"}}, 400),
+    ("deep JSON to V2 infer", "POST", "/v2/models/shapes/infer", {"content": DEEP_JSON}, 400),
+    ("non-numeric V2 version", "GET", "/v2/models/shapes/versions/abc", {}, 404),
+    ("non-numeric V2 version infer", "POST", "/v2/models/shapes/versions/abc/infer", {"content": b"{}"}, 404),
     ("invalid base64", "POST", "/classify", {"json": {"model": "shapes", "images": ["@@not base64@@"]}}, 400),
     ("random bytes", "POST", "/classify", {"json": {"model": "shapes", "images": [b64(b"\x00\x01garbage")]}}, 400),
     ("empty body", "POST", "/v1/models/shapes:predict", {"content": b""}, 400),
@@ -166,6 +174,17 @@ BAD_REQUESTS = [
      {"content": b'{"inputs":[{"name":"images","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":9}}]}'
                  b"abc", "headers": {"Inference-Header-Content-Length": "98"}}, 400),
 ]
+
+
+def test_classify_takes_base64_as_tf_serving_does(client, images):
+    padded = client.post("/classify", json={"model": "shapes", "images": [b64(images[0])]})
+    assert padded.status_code == 200, padded.text
+    text = b64(images[0])
+    wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # as the base64 command writes it
+    for text in (text.rstrip("="), wrapped):
+        r = client.post("/classify", json={"model": "shapes", "images": [text]})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == padded.json()["predictions"]
 
 
 @pytest.mark.parametrize("what, method, path, kwargs, status", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])

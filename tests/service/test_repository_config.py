@@ -13,14 +13,6 @@ from service.repository.config import (ConfigError, ModelSpec, VersionPolicy, lo
                                        specs_from_repository)
 from service.repository.discovery import scan_versions
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
-
-
-@pytest.fixture
-def testdata() -> Path:
-    assert TESTDATA.is_dir(), f"TF Serving testdata missing at {TESTDATA} (shared/ must sit next to the repo)"
-    return TESTDATA
-
 
 def one(text: str, **kwargs) -> ModelSpec:
     specs = parse_model_config(text, **kwargs)

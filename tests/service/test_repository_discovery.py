@@ -10,14 +10,6 @@ import pytest
 
 from service.repository.discovery import VersionDir, content_stamp, scan_versions, version_problem
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
-
-
-@pytest.fixture
-def testdata() -> Path:
-    assert TESTDATA.is_dir(), f"TF Serving testdata missing at {TESTDATA} (shared/ must sit next to the repo)"
-    return TESTDATA
-
 
 def make_version(path: Path, shards: int = 1, pb: bytes = b"graph") -> Path:
     """A fake but complete-looking version directory with a ``shards``-way checkpoint."""

@@ -12,7 +12,7 @@ from service.core.errors import DeadlineExceeded, InvalidInput
 from service.serving.version import BatchingSettings, ServedVersion
 from service.runtime.savedmodel import LoadedModel
 from service.settings import Settings, SettingsError
-from tests.service.conftest import TESTDATA
+from tests.conftest import TESTDATA
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from service.core import errors
 from service.settings import Settings, SettingsError
 from service.transport.http.common import error_response
+from tests.conftest import grpc_channel
 
 
 def test_settings_survive_the_trip_through_the_environment():
@@ -85,7 +86,7 @@ def test_grpc_answers_each_error_kind_with_its_code():
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         codes = {}
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with grpc_channel(f"127.0.0.1:{port}", aio=True) as channel:
             call = channel.unary_unary("/test.Errors/Raise")
             for kind in errors.ERROR_TABLE:
                 try:
@@ -101,3 +102,51 @@ def test_grpc_answers_each_error_kind_with_its_code():
     counted = {s.labels["code"] for m in raiser.metrics.registry.collect() for s in m.samples
                if s.name == "tlserve_requests_total"}
     assert counted == {k.grpc_code for k in errors.ERROR_TABLE}
+
+
+# The contract's `tlserve serve` flags (DESIGN.md "CLI", README), which the generated command line must keep.
+SERVE_FLAGS = ["--model-repo", "--model-config-file", "--host", "--http-port", "--grpc-port", "--grpc-max-message-mb",
+               "--max-batch-size", "--batch-timeout-ms", "--max-queue", "--allowed-batch-sizes", "--model-batching",
+               "--poll-interval-s", "--ready-when", "--max-body-mb", "--request-timeout-s",
+               "--max-concurrent-requests", "--drain-delay-s", "--shutdown-grace-s", "--gpu-memory-limit-mb",
+               "--intra-op-threads", "--inter-op-threads", "--tls-cert-file", "--tls-key-file", "--auth-token-file",
+               "--auth-open-paths"]
+
+
+def test_every_setting_documents_itself_and_has_a_serve_flag(capsys):
+    import dataclasses
+
+    from tlserve.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    usage = capsys.readouterr().out
+    for flag in SERVE_FLAGS:
+        assert flag in usage
+    for f in dataclasses.fields(Settings):
+        assert f.metadata.get("help"), f"Settings.{f.name} has no help"
+        assert f"TLSERVE_{f.name.upper()}" in usage  # each flag names its environment variable
+
+
+def test_serve_flags_over_tlserve_env_over_settings_defaults():
+    from tlserve.cli import build_parser, serve_settings
+
+    def settings(argv, environ):
+        return serve_settings(build_parser().parse_args(["serve", *argv]), environ)
+
+    assert settings([], {}) == Settings()
+    env = {"TLSERVE_MAX_BATCH_SIZE": "64", "TLSERVE_READY_WHEN": "any"}  # e.g. the GPU overlay's settings.env
+    assert (settings([], env).max_batch_size, settings([], env).ready_when) == (64, "any")
+    chosen = settings(["--max-batch-size", "8", "--host", "127.0.0.1", "--tls-cert-file", ""], env)
+    assert (chosen.max_batch_size, chosen.http_host, chosen.ready_when) == (8, "127.0.0.1", "any")
+    assert chosen.tls_cert_file is None
+
+
+def test_serve_flag_values_are_checked_by_the_settings_own_rules(capsys):
+    from tlserve.cli import build_parser
+
+    for argv in (["--max-batch-size", "0"], ["--ready-when", "some"], ["--http-port", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", *argv])
+        assert exit_info.value.code == 2
+        assert argv[0] in capsys.readouterr().err

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import TESTDATA
 from tests.serve_process import free_port
 
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "tfserving-testdata"
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
 TWO_VERSIONS = TESTDATA / "saved_model_half_plus_two_2_versions"

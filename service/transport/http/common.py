@@ -17,7 +17,9 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.core.errors import INTERNAL, InvalidInput, NotFound, ServiceError, TooLarge, Unavailable
+from service.codec.json_body import load_json
+from service.codec.version import parse_version  # noqa: F401 - the routes import it from here
+from service.core.errors import INTERNAL, InvalidInput, ServiceError, TooLarge, Unavailable
 from service.observability.metrics import Metrics
 
 access_log = logging.getLogger("tlserve.access")
@@ -169,28 +171,14 @@ class RequestAccounting:
 
 
 def parse_json(body: bytes):
-    """JSON body or a 400 that says where it broke."""
-    if not body:
-        raise InvalidInput("empty request body; expected JSON")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"invalid JSON: {exc}") from exc
+    """JSON body or a 400 that says where it broke (the codec's one loader)."""
+    return load_json(body)
 
 
 def json_response(payload, status_code: int = 200) -> Response:
     # allow_nan: TF Serving writes NaN and Infinity as bare tokens, which its clients accept.
     return Response(json.dumps(payload, allow_nan=True, separators=(",", ":")), status_code=status_code,
                     media_type="application/json")
-
-
-def parse_version(raw: str | None) -> int | None:
-    """A version path segment: digits (leading zeros allowed) or a 404, as an unknown version would be."""
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()):
-        raise NotFound(f"version '{raw}' is not a version number")
-    return int(raw)
 
 
 OFF_LOOP_BYTES = 256 * 1024  # bodies above this are parsed in a worker thread, not on the event loop
