@@ -45,7 +45,7 @@ def properties(heatmaps: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> 
     """Fraction of images whose peak lies in the ink box, of those with more heat inside the box than outside,
     and the mean share of heat and of area inside the box."""
     peak_in, more_inside, heat_share, area_share = [], [], [], []
-    for heatmap, (top, bottom, left, right) in zip(heatmaps, boxes):
+    for heatmap, (top, bottom, left, right) in zip(heatmaps, boxes, strict=True):
         inside = np.zeros(heatmap.shape, bool)
         inside[top:bottom, left:right] = True
         r, c = peak(heatmap)

@@ -58,11 +58,11 @@ def reliability(scores: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) ->
     for b in range(bins):
         member = index == b
         count = int(member.sum())
+        acc: float | None = None
+        conf: float | None = None
         if count:
             acc, conf = float(correct[member].mean()), float(confidence[member].mean())
             ece += count / len(labels) * abs(acc - conf)
-        else:
-            acc = conf = None
         rows.append({"lo": b / bins, "hi": (b + 1) / bins, "count": count, "confidence": conf, "accuracy": acc})
     return {"bins": rows, "ece": float(ece)}
 
@@ -105,5 +105,6 @@ def calibrate(val_logits, val_labels, test_logits, test_labels) -> Calibration:
     """Fit on the validation split, measure on the test split."""
     t = fit_temperature(val_logits, val_labels)
     return Calibration(temperature=t,
-                       ece_before=ece(softmax(test_logits), test_labels), ece_after=ece(softmax(test_logits, t), test_labels),
+                       ece_before=ece(softmax(test_logits), test_labels),
+                       ece_after=ece(softmax(test_logits, t), test_labels),
                        nll_before=nll(test_logits, test_labels), nll_after=nll(test_logits, test_labels, t))

@@ -174,12 +174,12 @@ def evaluate_exported(model: str | Path, data_spec: str, out_dir: str | Path) ->
     info = {"model": str(version_dir), "data": data_spec}
     # An export with an unknown score (issue 16) also reports how many of these known images it would reject;
     # older exports have neither the output nor the metadata, and are reported as before.
-    unknown = _metadata(version_dir).get(contract.METADATA_UNKNOWN)
+    unknown_meta = _metadata(version_dir).get(contract.METADATA_UNKNOWN)
     unknown_scores = (np.concatenate([out[contract.UNKNOWN_SCORE_OUTPUT].numpy() for out in outputs])
-                      if unknown and contract.UNKNOWN_SCORE_OUTPUT in outputs[0] else None)
+                      if unknown_meta and contract.UNKNOWN_SCORE_OUTPUT in outputs[0] else None)
     ev = EvaluationInput(classes=labels, y_true=y_true, scores=scores, images=data.images, sources=data.sources,
-                         skipped=list(data.skipped), info=info, unknown=unknown if unknown_scores is not None else None,
-                         unknown_scores=unknown_scores)
+                         skipped=list(data.skipped), info=info,
+                         unknown=unknown_meta if unknown_scores is not None else None, unknown_scores=unknown_scores)
     return write_report(ev, out_dir)
 
 

@@ -58,7 +58,7 @@ class ServingModule(tf.Module):
         def one(image):
             return preprocess(image, image_size, resize)
 
-        def unknown_score(logits, pooled, scores):
+        def unknown_score(unknown: UnknownScore, logits, pooled):
             if unknown.method == "msp":  # 1 - max(scores), without rounding to 0 (see training.open_set.scores)
                 z = logits / temperature
                 ratios = tf.exp(z - tf.reduce_max(z, axis=1, keepdims=True)) * (1.0 - tf.one_hot(
@@ -79,7 +79,7 @@ class ServingModule(tf.Module):
                 _, pooled, logits = parts(pixels)
                 scores = tf.nn.softmax(logits / temperature)
                 if unknown is not None:
-                    result[contract.UNKNOWN_SCORE_OUTPUT] = unknown_score(logits, pooled, scores)
+                    result[contract.UNKNOWN_SCORE_OUTPUT] = unknown_score(unknown, logits, pooled)
             classes_ = tf.tile(self.class_names[tf.newaxis], [tf.shape(scores)[0], 1])
             return {contract.SCORES_OUTPUT: scores, contract.CLASSES_OUTPUT: classes_, **result}
 
@@ -127,6 +127,8 @@ class ServingModule(tf.Module):
     def _track_unknown(self, unknown: UnknownScore | None) -> None:
         # Variables, not constants: a 1280 x 1280 factor belongs in variables/, not in saved_model.pb.
         if unknown is not None and unknown.method == "mahalanobis":
+            if unknown.gaussian is None:
+                raise ExportError("a mahalanobis unknown score needs its fitted Gaussian")
             self.gauss_factor = tf.Variable(unknown.gaussian.factor.astype("float32"), trainable=False,
                                             name="gaussian_factor")
             self.gauss_means = tf.Variable(unknown.gaussian.projected_means.astype("float32"), trainable=False,

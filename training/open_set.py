@@ -135,12 +135,16 @@ class UnknownScore:
 
 
 def fit_unknown(method: str, *, false_rejection: float, temperature: float, val_logits: np.ndarray,
-                val_features: np.ndarray, train_features: np.ndarray, train_labels: np.ndarray,
+                val_features: np.ndarray | None, train_features: np.ndarray | None, train_labels: np.ndarray | None,
                 num_classes: int) -> UnknownScore:
     """Fit ``method`` (its Gaussian on the training split, if it has one) and its threshold on the validation split."""
     if method not in METHODS:
         raise ValueError(f"unknown open-set score {method!r}; choose from {METHODS}")
-    gaussian = Gaussian.fit(train_features, train_labels, num_classes) if method == "mahalanobis" else None
+    gaussian = None
+    if method == "mahalanobis":
+        if train_features is None or train_labels is None:
+            raise ValueError("mahalanobis needs the training split's features and labels")
+        gaussian = Gaussian.fit(train_features, train_labels, num_classes)
     unknown = UnknownScore(method, 0.0, false_rejection, temperature, gaussian)
     val_scores = unknown.score(val_logits, val_features)
     unknown.threshold = fit_threshold(val_scores, false_rejection)

@@ -204,7 +204,7 @@ def _plot_curves(phase: str, history: dict[str, list[float]], path: Path) -> Non
 def _plot_reliability(cal: dict, path: Path) -> None:
     fig = Figure(figsize=(10, 4.5))
     for ax, key, title in zip(fig.subplots(1, 2), ("reliability_before", "reliability_after"),
-                              ("before calibration", "after calibration")):
+                              ("before calibration", "after calibration"), strict=True):
         bins = [b for b in cal[key]["bins"] if b["count"]]
         width = 1 / len(cal[key]["bins"])
         ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge",
@@ -276,7 +276,8 @@ def _trust_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     unknown = report.get("unknown")
     if unknown:
         rejected = f"{unknown['rejected']} of {unknown['n']} ({unknown['rejection_rate']:.4f})"
-        rows = [["score", unknown["score"]], ["threshold (fitted on the validation split)", f"{unknown['threshold']:.6g}"],
+        threshold = f"{unknown['threshold']:.6g}"
+        rows = [["score", unknown["score"]], ["threshold (fitted on the validation split)", threshold],
                 ["false-rejection target", f"{unknown['false_rejection_target']:.4f}"],
                 ["known images called unknown here", rejected]]
         tables.append(("Unknown images", ["", "value"], rows))

@@ -60,7 +60,8 @@ def _calibrated(tiny_export, uncalibrated):
     """The in-memory model's softmax at the export's temperature (scores are calibrated in the graph)."""
     t = json.loads((tiny_export[0] / "assets.extra/metadata.json").read_text())["calibration"]["temperature"]
     log_p = np.log(np.clip(uncalibrated, 1e-30, 1)) / t
-    return np.exp(log_p - log_p.max(1, keepdims=True)) / np.exp(log_p - log_p.max(1, keepdims=True)).sum(1, keepdims=True)
+    p = np.exp(log_p - log_p.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
 
 
 @pytest.mark.parametrize("batch", [1, 5])
