@@ -13,13 +13,23 @@ import os
 import sys
 from pathlib import Path
 
-from tlserve.contract import REPORT_DIR
+from tlserve.contract import REPORT_DIR, UNKNOWN_METHODS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
 
 class UsageError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit status 2."""
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -47,8 +57,11 @@ def _train(args: argparse.Namespace) -> int:
     )
     cfg.validate()
     trained = train(cfg)
+    # Unset flags leave training.open_set's defaults in charge (each default is written once).
+    trust = {k: v for k, v in (("unknown_method", args.unknown_score), ("false_rejection", args.false_rejection))
+             if v is not None}
     with export_destination(args.out, trained.chief) as out:  # other workers: a temporary folder, removed
-        path, report = export_trained(trained, out, args.version)
+        path, report = export_trained(trained, out, args.version, **trust)
     print("\n".join(summary_lines(report)))
     print(f"training took {trained.seconds:.0f} s")
     print(f"weights sha256 {trained.info['weights_sha256']}")
@@ -210,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.15)
     t.add_argument("--seed", type=int, default=0, help="training seed (head initialisation, shuffling, augmentation)")
     t.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/validation/test split")
+    t.add_argument("--unknown-score", choices=list(UNKNOWN_METHODS),
+                   help="the open-set score exported as unknown_score (default: the best in bench/open_set.py)")
+    t.add_argument("--false-rejection", type=_fraction,
+                   help="fraction of known (validation) images the unknown threshold may reject (default: 1%%)")
     t.add_argument("--quiet", action="store_true", help="no Keras progress bars")
     t.set_defaults(run=_train)
 

@@ -87,3 +87,46 @@ PREPROCESS_OUTPUT = "pixels"  # of PREPROCESS_SIGNATURE: what PIXELS_SIGNATURE t
 
 # A SavedModel with both of these is served as a tlserve image export (decode per image, batch the pixels).
 IMAGE_MODEL_SIGNATURES = (PREPROCESS_SIGNATURE, PIXELS_SIGNATURE)
+
+# --- trust: calibrated scores, an open-set "unknown" score, explanations (issue 16) ---------------------------------
+# Every export from this version on: ``scores`` of every image signature are calibrated (softmax of logits divided by
+# the fitted temperature; the argmax is that of the uncalibrated model). Exports from earlier versions have none of
+# what follows: a reader treats each name as optional, and its absence is never an error.
+
+# An additional output of DEFAULT_SIGNATURE, PIXELS_SIGNATURE and CLASSIFY_SIGNATURE (beside SCORES_OUTPUT and
+# CLASSES_OUTPUT, which keep their names): float32 [None], one per image, higher = less like the training classes.
+# An image is "confident" when its score is at most METADATA_UNKNOWN's UNKNOWN_THRESHOLD (see ``is_confident``).
+UNKNOWN_SCORE_OUTPUT = "unknown_score"
+
+# Grad-CAM of a class on the backbone's last convolutional feature map.
+EXPLAIN_SIGNATURE = "explain"  # images tf.string [None] + class_index int32 [None] -> heatmap, class_index, score
+EXPLAIN_PIXELS_SIGNATURE = "explain_pixels"  # pixels uint8 [None, H, W, 3] + class_index -> the same outputs
+CLASS_INDEX_INPUT = "class_index"  # int32 [None]: the class to explain per image; EXPLAIN_TOP_CLASS = its top class
+EXPLAIN_TOP_CLASS = -1
+HEATMAP_OUTPUT = "heatmap"  # float32 [None, H, W] at the model's input size, values in [0, 1] (1 at the peak)
+EXPLAINED_CLASS_OUTPUT = "class_index"  # int32 [None]: the class explained (the top class where -1 was asked)
+EXPLAINED_SCORE_OUTPUT = "score"  # float32 [None]: the calibrated score of that class
+EXPLAIN_SIGNATURE_INPUTS = MappingProxyType({EXPLAIN_SIGNATURE: (IMAGES_INPUT, CLASS_INDEX_INPUT),
+                                             EXPLAIN_PIXELS_SIGNATURE: (PIXELS_INPUT, CLASS_INDEX_INPUT)})
+
+# Keys of METADATA_FILE (a JSON object).
+METADATA_CALIBRATION = "calibration"  # object with the keys below; absent: scores are not calibrated
+CALIBRATION_TEMPERATURE = "temperature"  # float > 0: scores = softmax(logits / temperature)
+CALIBRATION_ECE_BEFORE = "ece_before"  # expected calibration error (15 equal-width bins) on the test split
+CALIBRATION_ECE_AFTER = "ece_after"
+CALIBRATION_NLL_BEFORE = "nll_before"  # mean negative log-likelihood on the test split
+CALIBRATION_NLL_AFTER = "nll_after"
+METADATA_UNKNOWN = "unknown"  # object with the keys below; absent: no UNKNOWN_SCORE_OUTPUT, every image is confident
+UNKNOWN_METHOD = "score"  # which score UNKNOWN_SCORE_OUTPUT is: one of UNKNOWN_METHODS
+UNKNOWN_THRESHOLD = "threshold"  # float: unknown_score > threshold -> not confident
+UNKNOWN_FALSE_REJECTION_TARGET = "false_rejection_target"  # the rate of known images rejected it was fitted for
+UNKNOWN_OUTPUT = "output"  # the output name (UNKNOWN_SCORE_OUTPUT)
+UNKNOWN_METHODS = ("msp", "energy", "mahalanobis")  # 1 - max calibrated softmax; -logsumexp(logits); Gaussian distance
+
+
+def is_confident(unknown_score: float | None, unknown: dict | None) -> bool:
+    """Whether an image with ``unknown_score`` counts as one of the model's classes, given the metadata's
+    METADATA_UNKNOWN object ``unknown``. Without either (an export from before issue 16), True: never an error."""
+    if unknown_score is None or not unknown or UNKNOWN_THRESHOLD not in unknown:
+        return True
+    return float(unknown_score) <= float(unknown[UNKNOWN_THRESHOLD])

@@ -19,6 +19,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from tlserve import contract
+from training.calibration import Calibration
+from training.explain import Parts
+from training.open_set import UnknownScore
 from training.preprocessing import preprocess
 
 WARMUP_BATCH_SIZES = (1, 8, 32)
@@ -30,24 +33,61 @@ class ExportError(ValueError):
 
 
 class ServingModule(tf.Module):
-    """The exported signatures, all sharing one preprocessing function and one set of weights."""
+    """The exported signatures, all sharing one preprocessing function and one set of weights.
 
-    def __init__(self, model: keras.Model, classes: list[str], image_size: int, resize: str):
+    For a tlserve classifier (:class:`training.explain.Parts` finds its layers) ``scores`` are
+    ``softmax(logits / temperature)`` (``calibration``; temperature 1 without it), the image signatures add
+    ``unknown_score`` when ``unknown`` is given, and ``explain`` / ``explain_pixels`` give Grad-CAM heatmaps.
+    Any other Keras model is exported as before: its own output is ``scores``.
+    """
+
+    def __init__(self, model: keras.Model, classes: list[str], image_size: int, resize: str, *,
+                 calibration: Calibration | None = None, unknown: UnknownScore | None = None):
         super().__init__()
         self.model = model
         self.class_names = tf.constant(classes)
+        num_classes = len(classes)
         pixel_spec = tf.TensorSpec([image_size, image_size, 3], tf.uint8)
+        parts = Parts(model) if Parts.available(model) else None
+        if parts is None and (calibration or unknown):
+            raise ExportError("calibration and the unknown score need a classifier from training.model "
+                              "(layers 'pool' and 'logits')")
+        temperature = float(calibration.temperature) if calibration else 1.0
+        self._track_unknown(unknown)
 
         def one(image):
             return preprocess(image, image_size, resize)
 
+        def unknown_score(unknown: UnknownScore, logits, pooled):
+            if unknown.method == "msp":  # 1 - max(scores), without rounding to 0 (see training.open_set.scores)
+                z = logits / temperature
+                ratios = tf.exp(z - tf.reduce_max(z, axis=1, keepdims=True)) * (1.0 - tf.one_hot(
+                    tf.argmax(z, axis=1), num_classes))
+                rest = tf.reduce_sum(ratios, axis=1)
+                return rest / (1.0 + rest)
+            if unknown.method == "energy":
+                return -tf.reduce_logsumexp(logits, axis=1)
+            z = tf.matmul(pooled, self.gauss_factor)
+            return tf.reduce_min(tf.reduce_sum(tf.square(z), axis=1, keepdims=True) - 2.0 * tf.matmul(
+                z, self.gauss_means, transpose_b=True) + tf.reduce_sum(tf.square(self.gauss_means), axis=1), axis=1)
+
         def outputs(pixels):
-            scores = self.model(pixels, training=False)
+            result = {}
+            if parts is None:
+                scores = self.model(pixels, training=False)
+            else:
+                _, pooled, logits = parts(pixels)
+                scores = tf.nn.softmax(logits / temperature)
+                if unknown is not None:
+                    result[contract.UNKNOWN_SCORE_OUTPUT] = unknown_score(unknown, logits, pooled)
             classes_ = tf.tile(self.class_names[tf.newaxis], [tf.shape(scores)[0], 1])
-            return {contract.SCORES_OUTPUT: scores, contract.CLASSES_OUTPUT: classes_}
+            return {contract.SCORES_OUTPUT: scores, contract.CLASSES_OUTPUT: classes_, **result}
+
+        def decode_all(images):
+            return tf.map_fn(one, images, fn_output_signature=pixel_spec)
 
         def many(images):
-            return outputs(tf.map_fn(one, images, fn_output_signature=pixel_spec))
+            return outputs(decode_all(images))
 
         self.preprocess = tf.function(lambda image: {contract.PREPROCESS_OUTPUT: one(image)},
                                       input_signature=[tf.TensorSpec([], tf.string, name=contract.IMAGE_INPUT)])
@@ -62,10 +102,45 @@ class ServingModule(tf.Module):
 
         self.classify = tf.function(classify, input_signature=[
             tf.TensorSpec([None], tf.string, name=contract.EXAMPLES_INPUT)])
+        self.explain = self.explain_pixels = None
+        if parts is not None:
+            def explain_pixels(pixels, class_index):
+                checks = [
+                    tf.debugging.assert_equal(tf.shape(class_index)[0], tf.shape(pixels)[0],
+                                              message="class_index needs one entry per image"),
+                    tf.debugging.assert_greater_equal(class_index, contract.EXPLAIN_TOP_CLASS,
+                                                      message="class_index must be -1 (top class) or a class"),
+                    tf.debugging.assert_less(class_index, num_classes,
+                                             message=f"class_index must be below {num_classes}, the class count")]
+                with tf.control_dependencies(checks):
+                    heatmap, chosen, score = parts.gradcam(pixels, tf.identity(class_index), temperature, image_size)
+                return {contract.HEATMAP_OUTPUT: heatmap, contract.EXPLAINED_CLASS_OUTPUT: chosen,
+                        contract.EXPLAINED_SCORE_OUTPUT: score}
+
+            class_spec = tf.TensorSpec([None], tf.int32, name=contract.CLASS_INDEX_INPUT)
+            self.explain_pixels = tf.function(explain_pixels, input_signature=[
+                tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=contract.PIXELS_INPUT), class_spec])
+            self.explain = tf.function(lambda images, class_index: explain_pixels(decode_all(images), class_index),
+                                       input_signature=[tf.TensorSpec([None], tf.string, name=contract.IMAGES_INPUT),
+                                                        class_spec])
+
+    def _track_unknown(self, unknown: UnknownScore | None) -> None:
+        # Variables, not constants: a 1280 x 1280 factor belongs in variables/, not in saved_model.pb.
+        if unknown is not None and unknown.method == "mahalanobis":
+            if unknown.gaussian is None:
+                raise ExportError("a mahalanobis unknown score needs its fitted Gaussian")
+            self.gauss_factor = tf.Variable(unknown.gaussian.factor.astype("float32"), trainable=False,
+                                            name="gaussian_factor")
+            self.gauss_means = tf.Variable(unknown.gaussian.projected_means.astype("float32"), trainable=False,
+                                           name="gaussian_projected_means")
 
     def signatures(self) -> dict:
-        return {contract.DEFAULT_SIGNATURE: self.serving_default, contract.PIXELS_SIGNATURE: self.pixels,
-                contract.PREPROCESS_SIGNATURE: self.preprocess, contract.CLASSIFY_SIGNATURE: self.classify}
+        found = {contract.DEFAULT_SIGNATURE: self.serving_default, contract.PIXELS_SIGNATURE: self.pixels,
+                 contract.PREPROCESS_SIGNATURE: self.preprocess, contract.CLASSIFY_SIGNATURE: self.classify}
+        if self.explain is not None:
+            found[contract.EXPLAIN_SIGNATURE] = self.explain
+            found[contract.EXPLAIN_PIXELS_SIGNATURE] = self.explain_pixels
+        return found
 
 
 def version_dirs(model_dir: Path) -> dict[int, Path]:
@@ -103,10 +178,13 @@ def write_warmup(path: Path, model_name: str, image: bytes, batch_sizes=WARMUP_B
 
 def export(model: keras.Model, *, root: str | Path, name: str, classes: list[str], image_size: int, resize: str,
            metadata: dict, warmup_image: bytes, version: int | None = None,
-           write_extra: Callable[[Path], None] | None = None) -> Path:
+           write_extra: Callable[[Path], None] | None = None, calibration: Calibration | None = None,
+           unknown: UnknownScore | None = None) -> Path:
     """Write the SavedModel, labels, metadata, warm-up records and whatever ``write_extra`` adds; return its path.
 
     ``write_extra`` receives the version directory while it is still hidden (used for the report).
+    ``calibration`` and ``unknown`` go into the graph (see :class:`ServingModule`) and into the metadata as
+    ``"calibration"`` and ``"unknown"`` (keys in :mod:`tlserve.contract`).
     """
     if not contract.valid_model_name(name):
         raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-', start with a letter or "
@@ -124,13 +202,15 @@ def export(model: keras.Model, *, root: str | Path, name: str, classes: list[str
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        module = ServingModule(model, classes, image_size, resize)
+        module = ServingModule(model, classes, image_size, resize, calibration=calibration, unknown=unknown)
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
         (staging / contract.LABELS_FILE).parent.mkdir(exist_ok=True)
         (staging / contract.LABELS_FILE).write_text("".join(f"{c}\n" for c in classes))
         meta_path = staging / contract.METADATA_FILE
         meta_path.parent.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps({**metadata, "name": name, "version": version}, indent=2) + "\n")
+        trust = {**({contract.METADATA_CALIBRATION: calibration.to_dict()} if calibration else {}),
+                 **({contract.METADATA_UNKNOWN: unknown.to_dict()} if unknown else {})}
+        meta_path.write_text(json.dumps({**metadata, **trust, "name": name, "version": version}, indent=2) + "\n")
         write_warmup(staging / contract.WARMUP_FILE, name, warmup_image)
         if write_extra:
             write_extra(staging)

@@ -18,7 +18,10 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from training import calibration as calib
+
 GALLERY_FILE = "misclassified.png"
+RELIABILITY_FILE = "reliability.png"
 GALLERY_MAX = 36
 MARKDOWN_MISCLASSIFIED_MAX = 50
 # Beyond this many classes the per-cell counts in the confusion matrix plot become unreadable.
@@ -38,6 +41,12 @@ class EvaluationInput:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    # Trust (all optional): ``scores`` are then the calibrated ones, ``uncalibrated_scores`` the softmax before
+    # the temperature; ``calibration`` and ``unknown`` are the metadata's objects; ``unknown_scores`` one per image.
+    uncalibrated_scores: np.ndarray | None = None
+    calibration: dict | None = None
+    unknown: dict | None = None
+    unknown_scores: np.ndarray | None = None
 
 
 def _validated(ev: EvaluationInput) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +84,8 @@ def build_report(ev: EvaluationInput) -> dict:
     Keys: ``classes, n, accuracy, macro_f1, per_class`` (label, precision, recall, f1, support, predicted),
     ``confusion_matrix`` (rows = true class, columns = predicted, every class present even if absent from the
     data), ``misclassified`` (index into the test images, source, true, predicted, score of the predicted
-    class; most confident first), ``skipped`` (source, reason), ``info`` and ``histories``.  ``macro_f1``
+    class; most confident first), ``skipped`` (source, reason), ``info`` and ``histories``; with the trust inputs
+    also ``calibration`` and ``unknown`` (see :func:`_trust`).  ``macro_f1``
     averages over the classes that occur in the truth or the predictions, as sklearn does by default, so that
     evaluating on data holding only some of the model's classes is not penalised for the others.
     Raises ValueError for inconsistent input.
@@ -95,7 +105,8 @@ def build_report(ev: EvaluationInput) -> dict:
     ]
     occurring = (support > 0) | (predicted > 0)
     wrong = sorted(np.flatnonzero(y_pred != y_true), key=lambda i: -scores[i, y_pred[i]])
-    return {
+    trust = _trust(ev, y_true, scores)
+    return {**trust,
         "classes": classes,
         "n": int(len(y_true)),
         "accuracy": float(np.mean(y_pred == y_true)),
@@ -112,6 +123,34 @@ def build_report(ev: EvaluationInput) -> dict:
         "histories": {str(phase): {str(k): [float(v) for v in values] for k, values in history.items()}
                       for phase, history in ev.histories.items()},
     }
+
+
+def _trust(ev: EvaluationInput, y_true: np.ndarray, scores: np.ndarray) -> dict:
+    """``calibration`` (the metadata's object plus the reliability bins before and after, 15 equal-width bins, on
+    these images) when uncalibrated scores are given, and ``unknown`` (the metadata's object plus the fraction
+    of these images called unknown at its threshold) when unknown scores are given."""
+    out: dict = {}
+    if ev.uncalibrated_scores is not None:
+        before = np.asarray(ev.uncalibrated_scores, dtype=float)
+        if before.shape != scores.shape:
+            raise ValueError(f"uncalibrated_scores must have the shape of scores {list(scores.shape)}, "
+                             f"got {list(before.shape)}")
+        if not np.array_equal(before.argmax(axis=1), scores.argmax(axis=1)):
+            raise ValueError("calibration changed the top class of some image: a temperature cannot do that")
+        out["calibration"] = {**json.loads(json.dumps(ev.calibration or {}, default=_plain)),
+                              "reliability_before": calib.reliability(before, y_true),
+                              "reliability_after": calib.reliability(scores, y_true),
+                              "nll_of_scores_before": calib.nll_of_scores(before, y_true),
+                              "nll_of_scores_after": calib.nll_of_scores(scores, y_true)}
+    if ev.unknown is not None and ev.unknown_scores is not None:
+        unknown = np.asarray(ev.unknown_scores, dtype=float)
+        if unknown.shape != (len(y_true),):
+            raise ValueError(f"unknown_scores must have shape [{len(y_true)}], got {list(unknown.shape)}")
+        threshold = float(ev.unknown["threshold"])
+        out["unknown"] = {**json.loads(json.dumps(ev.unknown, default=_plain)),
+                          "rejected": int(np.sum(unknown > threshold)), "n": len(unknown),
+                          "rejection_rate": float(np.mean(unknown > threshold))}
+    return out
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -162,6 +201,26 @@ def _plot_curves(phase: str, history: dict[str, list[float]], path: Path) -> Non
     _save(fig, path)
 
 
+def _plot_reliability(cal: dict, path: Path) -> None:
+    fig = Figure(figsize=(10, 4.5))
+    for ax, key, title in zip(fig.subplots(1, 2), ("reliability_before", "reliability_after"),
+                              ("before calibration", "after calibration"), strict=True):
+        bins = [b for b in cal[key]["bins"] if b["count"]]
+        width = 1 / len(cal[key]["bins"])
+        ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge",
+               edgecolor="black", color="#4c72b0", label="accuracy")
+        ax.plot([b["confidence"] for b in bins], [b["confidence"] for b in bins], "o", color="#dd8452",
+                label="mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (top score)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}: ECE {cal[key]['ece']:.4f}")
+        ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)
+
+
 def _decoded(data: bytes) -> np.ndarray | None:
     """RGB pixels of encoded image bytes, or None if they do not decode."""
     try:
@@ -202,6 +261,29 @@ def _class_rows(report: dict) -> list[list]:
             for c in report["per_class"]]
 
 
+def _trust_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) of the calibration and unknown-score tables, for the reports that have them."""
+    tables = []
+    cal = report.get("calibration")
+    if cal:
+        rows = [["expected calibration error (15 bins)", f"{cal['reliability_before']['ece']:.4f}",
+                 f"{cal['reliability_after']['ece']:.4f}"],
+                ["negative log-likelihood", f"{cal.get('nll_before', cal['nll_of_scores_before']):.4f}",
+                 f"{cal.get('nll_after', cal['nll_of_scores_after']):.4f}"]]
+        if "temperature" in cal:
+            rows.append(["temperature (fitted on the validation split)", "1", f"{cal['temperature']:.4f}"])
+        tables.append(("Calibration", ["", "before", "after"], rows))
+    unknown = report.get("unknown")
+    if unknown:
+        rejected = f"{unknown['rejected']} of {unknown['n']} ({unknown['rejection_rate']:.4f})"
+        threshold = f"{unknown['threshold']:.6g}"
+        rows = [["score", unknown["score"]], ["threshold (fitted on the validation split)", threshold],
+                ["false-rejection target", f"{unknown['false_rejection_target']:.4f}"],
+                ["known images called unknown here", rejected]]
+        tables.append(("Unknown images", ["", "value"], rows))
+    return tables
+
+
 def _misclassified_rows(report: dict) -> list[list]:
     return [[m["source"], m["true"], m["predicted"], f"{m['score']:.3f}"]
             for m in report["misclassified"][:MARKDOWN_MISCLASSIFIED_MAX]]
@@ -220,6 +302,8 @@ def _markdown(report: dict, plots: list[tuple[str, str]]) -> str:
     lines += [f"**Accuracy** {report['accuracy']:.4f} &nbsp; **Macro F1** {report['macro_f1']:.4f} "
               f"&nbsp; **Test images** {report['n']}", "", "## Per class", ""]
     lines += _md_table(["class", "precision", "recall", "F1", "support"], _class_rows(report)) + [""]
+    for title, header, rows in _trust_tables(report):
+        lines += [f"## {title}", ""] + _md_table(header, rows) + [""]
     for title, name in plots:
         lines += [f"## {_md(title)}", "", f"![{_md(title)}]({name})", ""]
     lines += [f"## Misclassified ({len(report['misclassified'])})", ""]
@@ -264,6 +348,8 @@ def _html(report: dict, plots: list[tuple[str, str]], pngs: dict[str, bytes]) ->
               f'<strong>Macro F1</strong> {report["macro_f1"]:.4f} &nbsp; '
               f'<strong>Test images</strong> {report["n"]}</p>',
               "<h2>Per class</h2>", _html_table(["class", "precision", "recall", "F1", "support"], _class_rows(report))]
+    for title, header, rows in _trust_tables(report):
+        parts += [f"<h2>{e(title)}</h2>", _html_table(header, rows)]
     for title, name in plots:
         parts += [f"<h2>{e(title)}</h2>", f'<img src="{_data_uri(pngs[name])}" alt="{e(title)}">']
     parts.append(f"<h2>Misclassified ({len(report['misclassified'])})</h2>")
@@ -290,7 +376,8 @@ def _file_safe(name: str) -> str:
 
 def _plot_names(report: dict) -> list[tuple[str, str]]:
     """(title, file name) of the figures shown before the lists: the confusion matrix, then each phase's curves."""
-    return [("Confusion matrix", "confusion_matrix.png")] + [
+    reliability = [("Reliability diagram", RELIABILITY_FILE)] if report.get("calibration") else []
+    return [("Confusion matrix", "confusion_matrix.png")] + reliability + [
         (f"Training curves: {phase}", f"curves_{_file_safe(phase)}.png") for phase in report["histories"]]
 
 
@@ -317,7 +404,10 @@ def write_report(ev: EvaluationInput, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     plots = _plot_names(report)
     _plot_confusion(report, out / "confusion_matrix.png")
-    for (_, name), (phase, history) in zip(plots[1:], report["histories"].items(), strict=True):
+    if report.get("calibration"):
+        _plot_reliability(report["calibration"], out / RELIABILITY_FILE)
+    curves = [name for _, name in plots if name.startswith("curves_")]
+    for name, (phase, history) in zip(curves, report["histories"].items(), strict=True):
         _plot_curves(phase, history, out / name)
     files = ["report.json", "report.md", "report.html"] + [name for _, name in plots]
     if report["misclassified"]:

@@ -52,24 +52,34 @@ def test_signatures_have_the_contract_names_and_keys(loaded):
     assert list(sigs["pixels"].structured_input_signature[1]) == ["pixels"]
     assert list(sigs["preprocess"].structured_input_signature[1]) == ["image"]
     assert list(sigs["classify"].structured_input_signature[1]) == ["inputs"]
-    assert set(sigs["serving_default"].structured_outputs) == {"scores", "classes"}
+    # unknown_score is additive (issue 16): the anchors' outputs keep their names
+    assert set(sigs["serving_default"].structured_outputs) == {"scores", "classes", "unknown_score"}
+
+
+def _calibrated(tiny_export, uncalibrated):
+    """The in-memory model's softmax at the export's temperature (scores are calibrated in the graph)."""
+    t = json.loads((tiny_export[0] / "assets.extra/metadata.json").read_text())["calibration"]["temperature"]
+    log_p = np.log(np.clip(uncalibrated, 1e-30, 1)) / t
+    p = np.exp(log_p - log_p.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
 
 
 @pytest.mark.parametrize("batch", [1, 5])
-def test_reloaded_model_equals_in_memory_model(loaded, tiny_training, batch):
+def test_reloaded_model_equals_in_memory_model(loaded, tiny_training, tiny_export, batch):
     pixels = _pixels(tiny_training, _test_images(tiny_training, batch))
-    expected = tiny_training.model(pixels, training=False).numpy()
+    in_memory = tiny_training.model(pixels, training=False).numpy()
     got = loaded.signatures["pixels"](pixels=tf.constant(pixels))
-    np.testing.assert_allclose(got["scores"].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(got["scores"].numpy(), _calibrated(tiny_export, in_memory), atol=1e-5)
+    np.testing.assert_array_equal(got["scores"].numpy().argmax(1), in_memory.argmax(1))
     assert got["classes"].shape == (batch, 3)
     assert [c.decode() for c in got["classes"].numpy()[0]] == ["circle", "square", "triangle"]
 
 
-def test_serving_default_on_png_matches_the_evaluation_path(loaded, tiny_training):
+def test_serving_default_on_png_matches_the_evaluation_path(loaded, tiny_training, tiny_export):
     test = tiny_training.split.test
     images = [tiny_training.data.images[i] for i in test]
     got = loaded.signatures["serving_default"](images=tf.constant(images))["scores"].numpy()
-    np.testing.assert_allclose(got, tiny_training.test_scores, atol=1e-5)
+    np.testing.assert_allclose(got, _calibrated(tiny_export, tiny_training.test_scores), atol=1e-5)
     np.testing.assert_array_equal(got.argmax(1), tiny_training.test_scores.argmax(1))
 
 

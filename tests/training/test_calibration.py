@@ -1,0 +1,63 @@
+"""Temperature scaling and its measures on arrays whose answers are known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import calibration as calib
+
+
+def test_ece_by_hand():
+    # Two bins used (of 15): confidences 0.9 (bin 14) and 0.6 (bin 9).
+    scores = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+    labels = np.array([0, 1, 0, 1])
+    # bin (13/15, 14/15]: 0.9, 0.9 with accuracy 1/2 -> |0.5 - 0.9| * 2/4; bin (8/15, 9/15]: 0.6, 0.6 all right
+    # -> |1 - 0.6| * 2/4
+    assert calib.ece(scores, labels) == pytest.approx(0.4 * 0.5 + 0.4 * 0.5)
+    bins = calib.reliability(scores, labels)["bins"]
+    assert len(bins) == 15 and sum(b["count"] for b in bins) == 4
+    assert [b["count"] for b in bins if b["count"]] == [2, 2]
+
+
+def test_ece_edges_belong_to_the_lower_bin_and_zero_to_the_first():
+    scores = np.array([[1.0, 0.0], [0.5, 0.5]])
+    bins = calib.reliability(scores, np.array([0, 0]))["bins"]
+    assert bins[-1]["count"] == 1 and bins[7]["count"] == 1  # 0.5 = 7.5/15 lies in (7/15, 8/15]
+
+
+def test_nll_matches_the_definition():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    labels = np.array([0, 2])
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = -np.mean(np.log(p[[0, 1], [0, 2]]))
+    assert calib.nll(logits, labels) == pytest.approx(expected)
+    assert calib.nll_of_scores(p, labels) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("true_t", [0.5, 2.5])
+def test_fit_recovers_the_temperature_the_labels_were_drawn_at(true_t):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 5))
+    p = calib.softmax(logits, true_t)
+    labels = np.array([rng.choice(5, p=row) for row in p])
+    fitted = calib.fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_t, rel=0.08)
+    assert calib.nll(logits, labels, fitted) <= calib.nll(logits, labels, 1.0)
+
+
+def test_calibrate_lowers_ece_and_keeps_the_argmax():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 4, (3000, 10))
+    labels = np.array([rng.choice(10, p=row) for row in calib.softmax(logits, 3.0)])  # overconfident by 3x
+    cal = calib.calibrate(logits[:1500], labels[:1500], logits[1500:], labels[1500:])
+    assert cal.temperature > 2 and cal.ece_after < cal.ece_before / 3 and cal.nll_after < cal.nll_before
+    np.testing.assert_array_equal(calib.softmax(logits, cal.temperature).argmax(1), logits.argmax(1))
+    assert set(cal.to_dict()) >= {"temperature", "ece_before", "ece_after", "nll_before", "nll_after"}
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError):
+        calib.reliability(np.zeros((0, 3)), np.zeros(0, int))
+    with pytest.raises(ValueError):
+        calib.fit_temperature(np.zeros((0, 3)), np.zeros(0, int))
