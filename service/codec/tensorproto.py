@@ -18,6 +18,7 @@ from tensorflow.core.example import example_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from service.codec import dtypes
+from service.codec.tfserving_json import regression_values
 from service.core.errors import InvalidInput
 
 # TF's fill rule (fewer values than the shape: the last one is repeated) lets a few bytes ask for a tensor of any
@@ -118,12 +119,7 @@ def fill_classification(outputs: Mapping[str, np.ndarray], result: Any) -> None:
                 item.score = float(scores.reshape(rows, -1)[i, j])
 
 
-def fill_regression(outputs: Mapping[str, np.ndarray], result: Any) -> None:
-    """Fills a ``RegressionResult`` from a signature's ``outputs`` output (or its only output)."""
-    values = outputs.get("outputs")
-    if values is None:
-        if len(outputs) != 1:
-            raise InvalidInput("the signature has no 'outputs' output to regress with")
-        values = next(iter(outputs.values()))
-    for value in np.asarray(values, dtype=np.float64).reshape(len(values), -1)[:, 0]:
-        result.regressions.add().value = float(value)
+def fill_regression(outputs: Mapping[str, np.ndarray], result: Any, signature: str = "") -> None:
+    """Fills a ``RegressionResult`` from a regression signature's values (``tfserving_json.regression_values``)."""
+    for value in regression_values(outputs, signature).astype(np.float64).tolist():
+        result.regressions.add().value = value

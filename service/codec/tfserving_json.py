@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -274,6 +274,25 @@ def format_classify(classes: np.ndarray | None, scores: np.ndarray | None) -> di
         [[0.0] * shape[1] for _ in range(shape[0])]
     return {"results": [[[label, score] for label, score in zip(label_row, score_row, strict=True)]
                         for label_row, score_row in zip(labels, values, strict=True)]}
+
+
+def regression_values(outputs: Mapping[str, np.ndarray], signature: str) -> np.ndarray:
+    """The ``[batch]`` values a regress call answers (REST and gRPC alike): the signature's ``outputs`` output, as
+    TF Serving's regression signatures name it, or its only output; anything else is not a regression signature
+    (a classifier's ``scores``/``classes``/``unknown_score`` must not be read as regressions)."""
+    values = outputs.get("outputs")
+    if values is None:
+        if len(outputs) != 1:
+            raise InvalidInput(f"signature '{signature}' has no 'outputs' output (it has {sorted(outputs)}): it is "
+                               "not a regression signature")
+        values = next(iter(outputs.values()))
+    array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.dtype.kind not in "fiu":
+        raise InvalidInput(f"signature '{signature}' answers {array.dtype} {list(np.shape(values))}, not one number "
+                           "per example: it is not a regression signature")
+    return array
 
 
 def format_regress(values: np.ndarray) -> dict:

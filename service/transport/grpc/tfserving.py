@@ -95,7 +95,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         target, number, signature, outputs = await self._run_examples(request.model_spec, request.input, context)
         response = regression_pb2.RegressionResponse()
         self._fill_spec(response.model_spec, target.model, number, signature)
-        fill_regression(outputs, response.result)
+        fill_regression(outputs, response.result, signature)
         return response
 
     @rpc(PROTOCOL, "multi_inference")
@@ -108,7 +108,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if task.method_name == "tensorflow/serving/classify":
                 fill_classification(outputs, result.classification_result)
             elif task.method_name == "tensorflow/serving/regress":
-                fill_regression(outputs, result.regression_result)
+                fill_regression(outputs, result.regression_result, signature)
             else:
                 raise InvalidInput(f"unsupported method_name '{task.method_name}' (classify or regress)")
         return response

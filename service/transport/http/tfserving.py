@@ -5,7 +5,6 @@ Translates JSON to named tensors and back; everything else is the data plane's b
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Request
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -87,11 +86,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
                 raise InvalidInput(f"signature '{signature}' has neither 'classes' nor 'scores' outputs: it is not a "
                                    "classification signature")
             return json_response(tfserving_json.format_classify(outputs.get("classes"), outputs.get("scores")))
-        values = np.asarray(outputs.get("outputs", next(iter(outputs.values()))))
-        if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
-            raise InvalidInput(f"signature '{signature}' answers shape {list(values.shape)}, not one value per "
-                               "example: it is not a regression signature")
-        return json_response(tfserving_json.format_regress(values))
+        return json_response(tfserving_json.format_regress(tfserving_json.regression_values(outputs, signature)))
 
     async def classify(request: Request, model: str, version: str | None = None, label: str | None = None):
         return await classify_or_regress(request, model, "classify", version, label)

@@ -149,5 +149,5 @@ def test_fill_regression():
     alone = regression_pb2.RegressionResult()
     fill_regression({"y": np.array([3.0])}, alone)
     assert [r.value for r in alone.regressions] == [3.0]
-    with pytest.raises(InvalidInput, match="no 'outputs' output"):
+    with pytest.raises(InvalidInput, match="no 'outputs' output .*not a regression signature"):
         fill_regression({"a": np.zeros(1), "b": np.zeros(1)}, regression_pb2.RegressionResult())

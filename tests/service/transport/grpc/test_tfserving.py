@@ -73,6 +73,16 @@ def test_classify_images_through_tf_examples(predict_stub, images, expected):
     np.testing.assert_allclose([[c.score for c in r.classes] for r in result.classifications], expected, atol=1e-5)
 
 
+def test_regress_on_a_classifier_is_a_client_error(predict_stub, images):
+    """As over REST (transport/http/test_api.py): a classifier's outputs are not regressions, whatever their shape."""
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name, request.model_spec.signature_name = "shapes", "classify"
+    request.input.example_list.examples.add().features.feature["image/encoded"].bytes_list.value.append(images[0])
+    with pytest.raises(grpc.RpcError) as err:
+        predict_stub.Regress(request, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a regression signature" in err.value.details()
+
+
 def test_model_metadata_has_the_real_signature_defs(predict_stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = "half_plus_two"
