@@ -71,8 +71,9 @@ def load_json(body: bytes | str, *, what: str = "request body") -> Any:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"invalid JSON: {what} is not valid UTF-8 (byte {exc.start})") from None
-    depth = nesting_depth(raw if raw is not None else text.encode("utf-8", "surrogatepass"))
-    if depth > MAX_DEPTH:
+    data = raw if raw is not None else text.encode("utf-8", "surrogatepass")
+    # A body cannot nest deeper than it has opening brackets: most bodies need no scan at all.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and (depth := nesting_depth(data)) > MAX_DEPTH:
         raise InvalidInput(f"invalid JSON: nested too deeply ({depth} levels; at most {MAX_DEPTH})")
     try:
         return _DECODER.decode(text)
