@@ -115,7 +115,7 @@ class LoadedModel:
     def signature(self, name: str) -> SignatureInfo:
         """The signature called ``name``, or NotFound listing the ones there are."""
         if name not in self.signatures:
-            raise NotFound(f"signature '{name}' not found; available: {sorted(self.signatures)}")
+            raise NotFound.signature(name)
         return self.signatures[name]
 
     def run(self, signature: str, inputs: dict[str, np.ndarray],
