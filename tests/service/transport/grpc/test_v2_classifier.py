@@ -50,20 +50,28 @@ def test_v2_infer_raw_bytes_images(v2, images, expected):
     np.testing.assert_allclose(scores, expected, atol=1e-5)
 
 
-def test_v2_infer_typed_contents_and_bytes_outputs(v2):
+def test_v2_infer_typed_contents_answer_typed_contents(v2):
+    """A request in typed contents is answered in typed contents (as KServe's and Triton's servers answer)."""
     request = pb.ModelInferRequest(model_name="half_plus_two")
     tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 1])
     tensor.contents.fp32_contents.extend([2.0, 4.0])
     response = v2.ModelInfer(request, timeout=60)
-    np.testing.assert_allclose(np.frombuffer(response.raw_output_contents[0], "<f4"), [3.0, 4.0])
+    assert not response.raw_output_contents
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("y", "FP32", [2, 1])
+    assert list(output.contents.fp32_contents) == [3.0, 4.0]
 
 
-def test_v2_string_outputs_use_length_prefixed_bytes(v2, images):
+def test_v2_string_outputs_typed_or_length_prefixed_bytes(v2, images):
     request = pb.ModelInferRequest(model_name="shapes")
     request.inputs.add(name="images", datatype="BYTES", shape=[1]).contents.bytes_contents.append(images[0])
     request.outputs.add(name="classes")
     response = v2.ModelInfer(request, timeout=60)
     assert response.outputs[0].datatype == "BYTES" and list(response.outputs[0].shape) == [1, 3]
+    assert list(response.outputs[0].contents.bytes_contents) == [b"circle", b"square", b"triangle"]
+    del request.inputs[0].contents.bytes_contents[:]
+    request.raw_input_contents.append(encode_bytes_elements(images[:1]))
+    response = v2.ModelInfer(request, timeout=60)
     assert decode_bytes_elements(response.raw_output_contents[0], 3) == [b"circle", b"square", b"triangle"]
 
 
