@@ -174,6 +174,33 @@ def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_p
     np.testing.assert_allclose(answer["scores"], expected, atol=1e-5)
 
 
+KSERVE_PYTHON = Path(__file__).resolve().parents[4] / ".venv-kserve" / "bin" / "python"
+
+
+def test_kserves_own_grpc_client_works_unchanged(server, images, tmp_path):
+    """KServe's InferenceGRPCClient (its own venv and process: it pins its own grpcio and protobuf) gets typed
+    contents back for typed contents and raw contents for raw, and decodes both (``make`` builds .venv-kserve)."""
+    import json
+    import subprocess
+
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"{KSERVE_PYTHON} missing: `make .venv-kserve/.installed` installs KServe's client")
+    (tmp_path / "0.png").write_bytes(images[0])
+    script = Path(__file__).resolve().parents[3] / "peers" / "kserve_v2_client.py"
+    done = subprocess.run([str(KSERVE_PYTHON), str(script), server.grpc_target, str(tmp_path / "0.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["live"] and answer["ready"]
+    for key, wire in (("typed", {"raw_output_contents": 0, "typed_fields": ["fp32_contents"]}),
+                      ("raw", {"raw_output_contents": 1, "typed_fields": []})):
+        assert answer[key] == {"id": "kserve-1", "name": "y", "datatype": "FP32", "shape": [3, 1],
+                               "values": [2.5, 3.0, 4.5], "from_grpc": [2.5, 3.0, 4.5], **wire}, key
+    assert answer["bytes"]["datatype"] == "BYTES" and answer["bytes"]["shape"] == [1, 3]
+    assert answer["bytes"]["values"] == ["circle", "square", "triangle"]
+    assert answer["bytes"]["typed_fields"] == ["bytes_contents"] and answer["bytes"]["raw_output_contents"] == 0
+
+
 def test_http_and_grpc_requests_share_the_pixels_batches(server, images):
     """Mixed load on one model: both transports feed one batcher of one loaded version."""
     import asyncio
