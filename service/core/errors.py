@@ -49,7 +49,33 @@ class Unauthenticated(ServiceError):
 
 
 class NotFound(ServiceError):
+    """Unknown model, version, label or signature. The constructors below are the one place their texts are written:
+    TF Serving's own, so clients that match them (readiness probes on "Servable not found for request: Latest(x)")
+    work unchanged on every transport."""
+
     kind = NOT_FOUND
+
+    @classmethod
+    def servable(cls, model: str, version: int | None = None) -> NotFound:
+        """No such model (``version`` None) or no such version: TF Serving's ``ServableRequest::DebugString``."""
+        request = f"Latest({_shown(model)})" if version is None else f"Specific({_shown(model)}, {version})"
+        return cls(f"Servable not found for request: {request}")
+
+    @classmethod
+    def label(cls, label: str) -> NotFound:
+        """A version label the model's config does not assign (TF Serving's ServerCore text)."""
+        return cls(f"Unrecognized servable version label: {_shown(label)}")
+
+    @classmethod
+    def signature(cls, name: str) -> NotFound:
+        """A signature the version does not have (TF Serving's predict_util text)."""
+        return cls(f'Serving signature key "{_shown(name)}" not found.')
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """A name from outside as an error echoes it: itself when short and printable, else its first ``limit``
+    characters quoted (a 100 KB or control-character name must not reach a status message or a log as is)."""
+    return text if len(text) <= limit and text.isprintable() else repr(text[:limit])
 
 
 class TooLarge(ServiceError):

@@ -67,7 +67,7 @@ class ModelRepository(Generic[V]):
 
     def spec(self, name: str) -> ModelSpec:
         if name not in self._specs:
-            raise NotFound(f"model '{name}' not found")
+            raise NotFound.servable(name)
         return self._specs[name]
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> V:
@@ -76,14 +76,14 @@ class ModelRepository(Generic[V]):
         served = self._served.get(name, {})
         if label is not None:
             if label not in spec.labels:
-                raise NotFound(f"model '{name}' has no version label '{label}'")
+                raise NotFound.label(label)
             version = spec.labels[label]
         if version is not None:
             if version in served:
                 return served[version]
             if version in self._status.get(name, {}) and self._status[name][version].state == LOADING:
                 raise Unavailable(f"model '{name}' version {version} is loading", retry_after_s=1.0)
-            raise NotFound(f"model '{name}' version {version} not found")
+            raise NotFound.servable(name, version)
         if not served:
             raise Unavailable(f"model '{name}' has no version ready", retry_after_s=1.0)
         return served[max(served)]

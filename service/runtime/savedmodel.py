@@ -84,7 +84,11 @@ class _SessionRunner:
     def __call__(self, signature: str, inputs: dict[str, np.ndarray], dtypes: dict[str, tf.DType]):
         sig = self._defs[signature]
         element = self._graph.as_graph_element
-        feeds = {element(sig.inputs[name].name)._as_tf_output(): np.asarray(value, dtype=dtypes[name].as_numpy_dtype)
+        # Fed by the type of the tensor fed, not the one the SignatureDef declares (``dtypes``): TF Serving's C++
+        # feeds by name, so half_plus_three's regress signature, declared DT_FLOAT over a DT_STRING placeholder
+        # of serialized tf.Examples, works there.
+        tensors = {name: element(sig.inputs[name].name) for name in inputs}
+        feeds = {tensors[name]._as_tf_output(): np.asarray(value, dtype=tensors[name].dtype.as_numpy_dtype)
                  for name, value in inputs.items()}
         names = list(sig.outputs)
         fetches = [element(sig.outputs[name].name)._as_tf_output() for name in names]
@@ -111,7 +115,7 @@ class LoadedModel:
     def signature(self, name: str) -> SignatureInfo:
         """The signature called ``name``, or NotFound listing the ones there are."""
         if name not in self.signatures:
-            raise NotFound(f"signature '{name}' not found; available: {sorted(self.signatures)}")
+            raise NotFound.signature(name)
         return self.signatures[name]
 
     def run(self, signature: str, inputs: dict[str, np.ndarray],

@@ -186,7 +186,7 @@ def test_version_abc_is_not_found_over_grpc_v2(channel, method):
 
 def test_grpc_v2_with_a_real_version_still_answers(channel):
     response = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_v2_infer_request("123"), timeout=30)
-    assert np.frombuffer(response.raw_output_contents[0], "<f4").tolist() == [2.5]
+    assert list(response.outputs[0].contents.fp32_contents) == [2.5]  # typed in, typed out
 
 
 # -- BOOL raw bytes must be 0 or 1 on REST and gRPC -------------------------------------------------------------

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from service.codec.v2 import decode_input, raw_output
+from service.codec.v2 import decode_input, fill_infer_outputs
 from service.codec.version import parse_version
 from service.core.dataplane import AVAILABLE, DataPlane, Target
 from service.core.errors import InvalidInput
@@ -72,8 +70,5 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         describe(version=number)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
-        for name, value in outputs.items():
-            datatype, data = raw_output(np.asarray(value))
-            response.outputs.add(name=name, datatype=datatype, shape=list(np.shape(value)))
-            response.raw_output_contents.append(data)
+        fill_infer_outputs(response, outputs, raw=bool(raw))
         return response

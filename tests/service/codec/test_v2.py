@@ -14,8 +14,9 @@ import pytest
 
 from service.codec import dtypes
 from service.codec.v2 import (binary_output_names, check_shape, decode_bytes_elements, decode_contents,
-                              decode_input, decode_raw, encode_bytes_elements, encode_infer_response, encode_raw,
-                              output_array, parse_infer, raw_output)
+                              decode_input, decode_raw, encode_bytes_elements, encode_contents,
+                              encode_infer_response, encode_raw, fill_infer_outputs, output_array, parse_infer,
+                              raw_output)
 from service.core.errors import InvalidInput
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from tests.service.transport.grpc.servicer_calls import v2_failure
@@ -360,6 +361,38 @@ def test_typed_contents_per_dtype_from_the_proto_or_any_object(dtype):
     for message in (contents, SimpleNamespace(**{dtype.v2_contents: values})):
         array = decode_contents(message, dtype, [3], what="x")
         assert array.dtype == dtype.numpy and array.tolist() == values
+
+
+@pytest.mark.parametrize("dtype", [d for d in dtypes.DTYPES if d.v2_contents], ids=lambda d: d.name)
+def test_typed_contents_round_trip_per_dtype(dtype):
+    array, found = output_array(_array(dtype))
+    contents = pb.InferTensorContents()
+    encode_contents(array, found, contents)
+    assert [f.name for f, _ in contents.ListFields()] == [dtype.v2_contents]
+    assert decode_contents(contents, dtype, [3], what="x").tolist() == array.tolist()
+
+
+def test_infer_outputs_are_typed_unless_the_request_was_raw():
+    outputs = {"y": np.array([[3.0], [4.0]], np.float32), "classes": np.array([b"a", b"b"], dtype=object)}
+    typed = pb.ModelInferResponse()
+    fill_infer_outputs(typed, outputs, raw=False)
+    assert not typed.raw_output_contents
+    assert [(t.name, t.datatype, list(t.shape)) for t in typed.outputs] == [("y", "FP32", [2, 1]),
+                                                                             ("classes", "BYTES", [2])]
+    assert list(typed.outputs[0].contents.fp32_contents) == [3.0, 4.0]
+    assert list(typed.outputs[1].contents.bytes_contents) == [b"a", b"b"]
+    raw = pb.ModelInferResponse()
+    fill_infer_outputs(raw, outputs, raw=True)
+    assert [t.HasField("contents") for t in raw.outputs] == [False, False]
+    assert list(raw.raw_output_contents) == [encode_raw(outputs["y"], dtypes.FP32),
+                                             encode_bytes_elements([b"a", b"b"])]
+
+
+def test_infer_outputs_without_a_contents_field_make_every_output_raw():
+    """FP16 and BF16 have no typed field, and the protocol forbids mixing raw and typed outputs in one response."""
+    response = pb.ModelInferResponse()
+    fill_infer_outputs(response, {"a": np.array([1.0], np.float16), "b": np.array([1.0], np.float32)}, raw=False)
+    assert len(response.raw_output_contents) == 2 and not any(t.HasField("contents") for t in response.outputs)
 
 
 def test_typed_contents_are_checked_against_dtype_and_shape():

@@ -50,20 +50,28 @@ def test_v2_infer_raw_bytes_images(v2, images, expected):
     np.testing.assert_allclose(scores, expected, atol=1e-5)
 
 
-def test_v2_infer_typed_contents_and_bytes_outputs(v2):
+def test_v2_infer_typed_contents_answer_typed_contents(v2):
+    """A request in typed contents is answered in typed contents (as KServe's and Triton's servers answer)."""
     request = pb.ModelInferRequest(model_name="half_plus_two")
     tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 1])
     tensor.contents.fp32_contents.extend([2.0, 4.0])
     response = v2.ModelInfer(request, timeout=60)
-    np.testing.assert_allclose(np.frombuffer(response.raw_output_contents[0], "<f4"), [3.0, 4.0])
+    assert not response.raw_output_contents
+    (output,) = response.outputs
+    assert (output.name, output.datatype, list(output.shape)) == ("y", "FP32", [2, 1])
+    assert list(output.contents.fp32_contents) == [3.0, 4.0]
 
 
-def test_v2_string_outputs_use_length_prefixed_bytes(v2, images):
+def test_v2_string_outputs_typed_or_length_prefixed_bytes(v2, images):
     request = pb.ModelInferRequest(model_name="shapes")
     request.inputs.add(name="images", datatype="BYTES", shape=[1]).contents.bytes_contents.append(images[0])
     request.outputs.add(name="classes")
     response = v2.ModelInfer(request, timeout=60)
     assert response.outputs[0].datatype == "BYTES" and list(response.outputs[0].shape) == [1, 3]
+    assert list(response.outputs[0].contents.bytes_contents) == [b"circle", b"square", b"triangle"]
+    del request.inputs[0].contents.bytes_contents[:]
+    request.raw_input_contents.append(encode_bytes_elements(images[:1]))
+    response = v2.ModelInfer(request, timeout=60)
     assert decode_bytes_elements(response.raw_output_contents[0], 3) == [b"circle", b"square", b"triangle"]
 
 
@@ -164,6 +172,33 @@ def test_tritons_own_grpc_client_works_unchanged(server, images, expected, tmp_p
     assert answer["live"] and answer["ready"] and answer["model_ready"]
     assert answer["inputs"] == [{"name": "images", "datatype": "BYTES", "shape": ["-1"]}]
     np.testing.assert_allclose(answer["scores"], expected, atol=1e-5)
+
+
+KSERVE_PYTHON = Path(__file__).resolve().parents[4] / ".venv-kserve" / "bin" / "python"
+
+
+def test_kserves_own_grpc_client_works_unchanged(server, images, tmp_path):
+    """KServe's InferenceGRPCClient (its own venv and process: it pins its own grpcio and protobuf) gets typed
+    contents back for typed contents and raw contents for raw, and decodes both (``make`` builds .venv-kserve)."""
+    import json
+    import subprocess
+
+    if not KSERVE_PYTHON.exists():
+        pytest.fail(f"{KSERVE_PYTHON} missing: `make .venv-kserve/.installed` installs KServe's client")
+    (tmp_path / "0.png").write_bytes(images[0])
+    script = Path(__file__).resolve().parents[3] / "peers" / "kserve_v2_client.py"
+    done = subprocess.run([str(KSERVE_PYTHON), str(script), server.grpc_target, str(tmp_path / "0.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["live"] and answer["ready"]
+    for key, wire in (("typed", {"raw_output_contents": 0, "typed_fields": ["fp32_contents"]}),
+                      ("raw", {"raw_output_contents": 1, "typed_fields": []})):
+        assert answer[key] == {"id": "kserve-1", "name": "y", "datatype": "FP32", "shape": [3, 1],
+                               "values": [2.5, 3.0, 4.5], "from_grpc": [2.5, 3.0, 4.5], **wire}, key
+    assert answer["bytes"]["datatype"] == "BYTES" and answer["bytes"]["shape"] == [1, 3]
+    assert answer["bytes"]["values"] == ["circle", "square", "triangle"]
+    assert answer["bytes"]["typed_fields"] == ["bytes_contents"] and answer["bytes"]["raw_output_contents"] == 0
 
 
 def test_http_and_grpc_requests_share_the_pixels_batches(server, images):
