@@ -6,6 +6,7 @@ through that version. Readiness is decided here, once, for every view of it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ import numpy as np
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
+    Classification,
     ModelInfo,
     Prediction,
     ServedInfo,
@@ -27,7 +29,14 @@ from service.core.errors import InvalidInput, NotFound, NotImplementedYet, Servi
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
-from tlserve.contract import DEFAULT_SIGNATURE, SCORES_OUTPUT, valid_model_name
+from tlserve.contract import (
+    DEFAULT_SIGNATURE,
+    SCORES_OUTPUT,
+    UNKNOWN_SCORE_OUTPUT,
+    UNKNOWN_THRESHOLD,
+    is_confident,
+    valid_model_name,
+)
 
 
 def ensure_model_name(name: str) -> str:
@@ -148,10 +157,12 @@ class RepositoryDataPlane:
             return version.number, outputs
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
-                       pixels: np.ndarray | None = None, deadline: float | None = None
-                       ) -> tuple[int, list[list[Prediction]]]:
+                       pixels: np.ndarray | None = None, deadline: float | None = None,
+                       unknown_threshold: float | None = None) -> Classification:
         if top_k < 1:
             raise InvalidInput(f"top_k must be >= 1, got {top_k}")
+        if unknown_threshold is not None and not math.isfinite(unknown_threshold):
+            raise InvalidInput(f"unknown_threshold must be a finite number, got {unknown_threshold}")
         if images and pixels is not None:
             raise InvalidInput("send either images or pixels, not both")
         with self.resolve(target) as version:
@@ -162,8 +173,14 @@ class RepositoryDataPlane:
             else:
                 outputs = await version.classify_images(images or [], deadline=deadline)
             names = version.class_names
+            threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
         scores = outputs[SCORES_OUTPUT]
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return version.number, [[Prediction(names[i], int(i), float(row[i])) for i in order]
-                                for row, order in zip(scores, best, strict=True)]
+        predictions = [[Prediction(names[i], int(i), float(row[i])) for i in order]
+                       for row, order in zip(scores, best, strict=True)]
+        unknown = outputs.get(UNKNOWN_SCORE_OUTPUT)  # absent from an export before issue 16: every image confident
+        rule = None if threshold is None else {UNKNOWN_THRESHOLD: threshold}
+        confident = [True] * len(predictions) if unknown is None else \
+            [is_confident(float(u), rule) for u in unknown]
+        return Classification(version.number, predictions, confident)

@@ -11,7 +11,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, nor anything below it
     import numpy as np
@@ -40,6 +40,16 @@ class Prediction:
     label: str
     index: int
     score: float
+
+
+class Classification(NamedTuple):
+    """What ``DataPlane.classify`` answers: the version that served, the top-k per image, and per image whether it
+    counts as one of the model's classes (``tlserve.contract.is_confident``: True for an export without an unknown
+    score or threshold)."""
+
+    version: int
+    predictions: list[list[Prediction]]
+    confident: list[bool]
 
 
 @dataclass
@@ -150,7 +160,9 @@ class DataPlane(Protocol):
         ...
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
-                       pixels: np.ndarray | None = None, deadline: float | None = None
-                       ) -> tuple[int, list[list[Prediction]]]:
-        """The ``top_k`` classes of each encoded image (or pixels row), best first, for a tlserve export."""
+                       pixels: np.ndarray | None = None, deadline: float | None = None,
+                       unknown_threshold: float | None = None) -> Classification:
+        """The ``top_k`` classes of each encoded image (or pixels row), best first, for a tlserve export, and whether
+        each is confident: its unknown score at most ``unknown_threshold`` (a finite number, else InvalidInput), or
+        when None the export's own threshold."""
         ...

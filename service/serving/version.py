@@ -50,8 +50,11 @@ class ServedVersion:
 
     def __init__(self, name: str, number: int, model: LoadedModel, batching: BatchingSettings,
                  image_limits: ImageLimits = ImageLimits(), class_names: list[str] | None = None,
-                 on_batch: Callable[[str, int, BatchStats, int], None] | None = None):
+                 on_batch: Callable[[str, int, BatchStats, int], None] | None = None,
+                 unknown_threshold: float | None = None):
         self.name, self.number, self.model = name, number, model
+        # The export's metadata "unknown" threshold (read once, at load); None for an export without one.
+        self.unknown_threshold = unknown_threshold
         self.path: Path = model.path
         self.batching = batching
         self.class_names = class_names

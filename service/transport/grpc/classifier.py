@@ -33,13 +33,14 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
                         request.version_label if selector == "version_label" and request.version_label else None)
         describe(model=target.model)
         pixels = _pixels(request.pixels) if request.HasField("pixels") else None
-        number, predictions = await self.dataplane.classify(
+        answer = await self.dataplane.classify(
             target, request.top_k or DEFAULT_TOP_K, images=list(request.images), pixels=pixels,
-            deadline=self.dataplane.deadline(timeout_of(context)))
-        describe(version=number)
-        response = classifier_pb2.ClassifyResponse(model=target.model, version=number)
-        for row in predictions:
-            result = response.results.add()
+            deadline=self.dataplane.deadline(timeout_of(context)),
+            unknown_threshold=request.unknown_threshold if request.HasField("unknown_threshold") else None)
+        describe(version=answer.version)
+        response = classifier_pb2.ClassifyResponse(model=target.model, version=answer.version)
+        for row, confident in zip(answer.predictions, answer.confident, strict=True):
+            result = response.results.add(confident=confident)
             for p in row:
                 result.labels.add(label=p.label, index=p.index, score=p.score)
         return response

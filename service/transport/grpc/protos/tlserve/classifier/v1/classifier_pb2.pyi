@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "version", "version_label", "images", "pixels", "top_k")
+    __slots__ = ("model", "version", "version_label", "images", "pixels", "top_k", "unknown_threshold")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     version_label: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     pixels: Pixels
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    unknown_threshold: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., top_k: _Optional[int] = ..., unknown_threshold: _Optional[float] = ...) -> None: ...
 
 class Pixels(_message.Message):
     __slots__ = ("height", "width", "channels", "count", "data")
@@ -47,10 +49,12 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "confident")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    confident: bool
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., confident: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("label", "index", "score")

@@ -1,0 +1,146 @@
+"""The serving half of issue 16 through real servers: ``confident`` per image on ``POST /classify`` (JSON and
+multipart) and the gRPC Classifier, the same answer on each; and ``:explain`` (KServe's V1 verb) with Grad-CAM
+heatmaps. An export without the metadata's "unknown" (from before issue 16) answers confident, never an error."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from service.codec.b64 import encode_b64
+from service.settings import Settings
+from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from tests.service.conftest import copy_version, start_server
+from tlserve.contract import METADATA_FILE, METADATA_UNKNOWN, UNKNOWN_SCORE_OUTPUT, UNKNOWN_THRESHOLD
+
+LOW, HIGH = -1e30, 1e30  # below and above any unknown score
+
+
+@pytest.fixture(scope="module")
+def trust_repo(tiny_export, tmp_path_factory):
+    """'shapes' (the tiny export) and 'old_shapes' (the same with its metadata's "unknown" removed)."""
+    root = tmp_path_factory.mktemp("trust-repo")
+    copy_version(tiny_export[0], root / "shapes", "1")
+    old = copy_version(tiny_export[0], root / "old_shapes", "1")
+    meta = json.loads((old / METADATA_FILE).read_text())
+    meta.pop(METADATA_UNKNOWN)
+    (old / METADATA_FILE).write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(trust_repo):
+    running = start_server(Settings(model_repo=trust_repo, poll_interval_s=0.5, max_batch_size=8, batch_timeout_ms=5,
+                                    max_body_mb=2))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_export, images):
+    """The export's own unknown scores and threshold for ``images``, and its top class per image."""
+    loaded = tf.saved_model.load(str(tiny_export[0]))
+    out = loaded.signatures["serving_default"](images=tf.constant(images))
+    meta = json.loads((tiny_export[0] / METADATA_FILE).read_text())
+    return (out[UNKNOWN_SCORE_OUTPUT].numpy(), float(meta[METADATA_UNKNOWN][UNKNOWN_THRESHOLD]),
+            out["scores"].numpy().argmax(axis=1))
+
+
+def _json(client, images, model="shapes", **extra) -> httpx.Response:
+    return client.post("/classify", json={"model": model, "images": [encode_b64(i) for i in images], **extra})
+
+
+def _form(client, images, model="shapes", **fields) -> httpx.Response:
+    return client.post("/classify", data={"model": model, **{k: str(v) for k, v in fields.items()}},
+                       files=[("images", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)])
+
+
+def _grpc(channel, images, model="shapes", **fields):
+    stub = classifier_pb2_grpc.ClassifierStub(channel)
+    return stub.Classify(classifier_pb2.ClassifyRequest(model=model, images=images, **fields), timeout=60)
+
+
+def _answers(client, channel, images, model="shapes", **fields) -> dict[str, list[bool]]:
+    answers = {}
+    for name, response in (("json", _json(client, images, model, **fields)),
+                           ("form", _form(client, images, model, **fields))):
+        assert response.status_code == 200, (name, response.text)
+        body = response.json()
+        assert len(body["confident"]) == len(body["predictions"]) == len(images), name
+        answers[name] = body["confident"]
+    answers["grpc"] = [r.confident for r in _grpc(channel, images, model, **fields).results]
+    return answers
+
+
+# -- confident -------------------------------------------------------------------------------------------------
+def test_confident_is_the_exports_own_rule_and_the_same_on_json_multipart_and_grpc(client, channel, images, direct):
+    scores, threshold, _ = direct
+    expected = [bool(s <= threshold) for s in scores]
+    assert any(expected), "the tiny model rejects every known test image: the test proves nothing"
+    answers = _answers(client, channel, images)
+    assert answers == {"json": expected, "form": expected, "grpc": expected}
+
+
+def test_a_known_image_is_confident(client, channel, images, direct):
+    scores, _, _ = direct
+    best = images[int(np.argmin(scores))]  # the test image most like the training classes
+    assert _answers(client, channel, [best]) == {"json": [True], "form": [True], "grpc": [True]}
+
+
+def test_a_threshold_below_the_score_makes_every_image_not_confident(client, channel, images):
+    answers = _answers(client, channel, images, unknown_threshold=LOW)
+    assert answers == {name: [False] * len(images) for name in ("json", "form", "grpc")}
+
+
+def test_a_threshold_above_the_score_makes_every_image_confident(client, channel, images):
+    answers = _answers(client, channel, images, unknown_threshold=HIGH)
+    assert answers == {name: [True] * len(images) for name in ("json", "form", "grpc")}
+
+
+def test_an_export_without_unknown_metadata_answers_confident_never_an_error(client, channel, images):
+    answers = _answers(client, channel, images, model="old_shapes")
+    assert answers == {name: [True] * len(images) for name in ("json", "form", "grpc")}
+
+
+@pytest.mark.parametrize("raw", ["abc", True, None, [1], "NaN", float("inf")])
+def test_a_threshold_that_is_not_a_finite_number_is_a_400_in_json(client, images, raw):
+    body = json.dumps({"model": "shapes", "images": [encode_b64(images[0])], "unknown_threshold": raw})
+    response = client.post("/classify", content=body, headers={"content-type": "application/json"})
+    if raw is None:  # JSON null: no threshold given, the export's own
+        assert response.status_code == 200, response.text
+        return
+    assert response.status_code == 400, response.text
+    assert "unknown_threshold" in response.json()["error"]
+
+
+@pytest.mark.parametrize("raw", ["abc", "nan", "inf", "-inf", "1e999"])
+def test_a_threshold_that_is_not_a_finite_number_is_a_400_in_a_form(client, images, raw):
+    response = _form(client, images[:1], unknown_threshold=raw)
+    assert response.status_code == 400, response.text
+    assert "unknown_threshold" in response.json()["error"]
+
+
+@pytest.mark.parametrize("raw", [float("nan"), float("inf"), float("-inf")])
+def test_a_threshold_that_is_not_a_finite_number_is_invalid_argument_over_grpc(channel, images, raw):
+    with pytest.raises(grpc.RpcError) as caught:
+        _grpc(channel, images[:1], unknown_threshold=raw)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown_threshold" in caught.value.details()
+
+
+def test_tfserving_predict_keeps_its_output_names_with_unknown_score_as_one_more(client, images):
+    response = client.post("/v1/models/shapes:predict", json={"instances": [{"b64": encode_b64(images[0])}]})
+    assert response.status_code == 200, response.text
+    assert set(response.json()["predictions"][0]) == {"scores", "classes", UNKNOWN_SCORE_OUTPUT}
+
