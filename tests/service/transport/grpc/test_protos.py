@@ -107,12 +107,12 @@ def test_v2_known_wire_bytes():
 
 def test_classifier_field_numbers():
     assert _numbers(cls.ClassifyRequest) == {"model": 1, "version": 2, "version_label": 3, "images": 4, "pixels": 5,
-                                             "top_k": 6}
+                                             "top_k": 6, "unknown_threshold": 7}
     assert [f.name for f in cls.ClassifyRequest.DESCRIPTOR.oneofs_by_name["selector"].fields] == [
         "version", "version_label"]
     assert _numbers(cls.Pixels) == {"height": 1, "width": 2, "channels": 3, "count": 4, "data": 5}
     assert _numbers(cls.ClassifyResponse) == {"model": 1, "version": 2, "results": 3}
-    assert _numbers(cls.ImageResult) == {"labels": 1}
+    assert _numbers(cls.ImageResult) == {"labels": 1, "confident": 2}
     assert _numbers(cls.Label) == {"label": 1, "index": 2, "score": 3}
     assert _numbers(cls.ListModelsRequest) == {}
     assert _numbers(cls.ListModelsResponse) == {"models": 1}
