@@ -17,7 +17,9 @@ import numpy as np
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
+    MAX_EXPLAIN_IMAGES_PER_REQUEST,
     Classification,
+    Explanation,
     ModelInfo,
     Prediction,
     ServedInfo,
@@ -30,7 +32,14 @@ from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
 from tlserve.contract import (
+    CLASS_INDEX_INPUT,
     DEFAULT_SIGNATURE,
+    EXPLAIN_SIGNATURE,
+    EXPLAIN_TOP_CLASS,
+    EXPLAINED_CLASS_OUTPUT,
+    EXPLAINED_SCORE_OUTPUT,
+    HEATMAP_OUTPUT,
+    IMAGES_INPUT,
     SCORES_OUTPUT,
     UNKNOWN_SCORE_OUTPUT,
     UNKNOWN_THRESHOLD,
@@ -184,3 +193,29 @@ class RepositoryDataPlane:
         confident = [True] * len(predictions) if unknown is None else \
             [is_confident(float(u), rule) for u in unknown]
         return Classification(version.number, predictions, confident)
+
+    async def explain(self, target: Target, images: list[bytes], class_indices: list[int] | None = None, *,
+                      deadline: float | None = None) -> tuple[int, list[Explanation]]:
+        if not images:
+            raise InvalidInput("no images in the request")
+        if len(images) > MAX_EXPLAIN_IMAGES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_EXPLAIN_IMAGES_PER_REQUEST} images per explain request, "
+                               f"got {len(images)}")
+        indices = [EXPLAIN_TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
+        if len(indices) != len(images):
+            raise InvalidInput(f"one class_index per image: {len(indices)} for {len(images)} images")
+        with self.resolve(target) as version:
+            if EXPLAIN_SIGNATURE not in version.signatures or not version.class_names:
+                raise NotFound(f"model '{target.model}' version {version.number} has no '{EXPLAIN_SIGNATURE}' "
+                               "signature (an export from before issue 16, or not a tlserve export)")
+            names = version.class_names
+            for i, c in enumerate(indices):
+                if not EXPLAIN_TOP_CLASS <= c < len(names):
+                    raise InvalidInput(f"class_index of image {i} must be -1 (its top class) or 0..{len(names) - 1}, "
+                                       f"got {c!r}")
+            outputs = await version.predict(EXPLAIN_SIGNATURE, {
+                IMAGES_INPUT: np.array(images, dtype=object),
+                CLASS_INDEX_INPUT: np.array(indices, dtype=np.int32)}, deadline=deadline)
+        return version.number, [
+            Explanation(int(c), names[int(c)], float(score), heatmap) for c, score, heatmap in zip(
+                outputs[EXPLAINED_CLASS_OUTPUT], outputs[EXPLAINED_SCORE_OUTPUT], outputs[HEATMAP_OUTPUT], strict=True)]

@@ -26,7 +26,7 @@ from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 from service.serving import rows as row_ops
 from service.serving.images import IMAGE_SIGNATURES, EncodedImage, ImagePipeline, is_image_model
-from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE, PREPROCESS_SIGNATURE
+from tlserve.contract import EXPLAIN_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, PREPROCESS_SIGNATURE
 
 IMAGES_QUEUE = PIXELS_SIGNATURE  # an image model's ``pixels`` batcher also takes encoded images
 
@@ -103,6 +103,8 @@ class ServedVersion:
                       output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
         """Named inputs through ``signature``; named outputs (all, or those in ``output_filter``)."""
         info = self.model.signature(signature)
+        if self.images and signature == EXPLAIN_SIGNATURE:  # decoded by the graph, batched as rows: check first
+            await asyncio.to_thread(self.images.check_request, signature, inputs)
         if self.images and signature in IMAGE_SIGNATURES:
             outputs = await self.classify_images(self.images.images_from(signature, info, inputs), deadline=deadline)
         elif self.images and signature == PREPROCESS_SIGNATURE:

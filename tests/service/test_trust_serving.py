@@ -144,3 +144,79 @@ def test_tfserving_predict_keeps_its_output_names_with_unknown_score_as_one_more
     assert response.status_code == 200, response.text
     assert set(response.json()["predictions"][0]) == {"scores", "classes", UNKNOWN_SCORE_OUTPUT}
 
+
+
+# -- :explain (KServe's V1 verb) -------------------------------------------------------------------------------
+def _explain(client, instances, model="shapes") -> httpx.Response:
+    return client.post(f"/v1/models/{model}:explain", json={"instances": instances})
+
+
+def test_explain_answers_a_heatmap_at_the_input_size_for_the_top_class_of_classify(client, images):
+    response = _explain(client, [{"b64": encode_b64(i)} for i in images])
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    top = [row[0]["label"] for row in _json(client, images, top_k=1).json()["predictions"]]
+    assert [p["label"] for p in predictions] == top
+    for p in predictions:
+        heatmap = np.asarray(p["heatmap"], np.float32)
+        assert heatmap.shape == (32, 32)
+        assert heatmap.min() >= 0 and heatmap.max() <= 1
+        assert 0 <= p["score"] <= 1
+
+
+def test_explain_takes_a_class_index_per_instance(client, images, direct):
+    _, _, top = direct
+    asked = [(int(top[0]) + 1) % 3, -1]
+    response = _explain(client, [{"images": {"b64": encode_b64(images[0])}, "class_index": asked[0]},
+                                 {"images": {"b64": encode_b64(images[1])}}])
+    assert response.status_code == 200, response.text
+    assert [p["class"] for p in response.json()["predictions"]] == [asked[0], int(top[1])]
+
+
+def test_explain_answers_the_same_class_and_score_as_tfserving_predict_on_the_explain_signature(client, images):
+    explained = _explain(client, [{"b64": encode_b64(images[0])}]).json()["predictions"][0]
+    direct = client.post("/v1/models/shapes:predict", json={
+        "signature_name": "explain", "instances": [{"images": {"b64": encode_b64(images[0])}, "class_index": -1}]})
+    assert direct.status_code == 200, direct.text
+    row = direct.json()["predictions"][0]
+    assert explained["class"] == row["class_index"]
+    assert explained["score"] == pytest.approx(row["score"], abs=1e-6)
+    np.testing.assert_allclose(explained["heatmap"], row["heatmap"], atol=1e-6)
+
+
+@pytest.mark.parametrize("body", [{"instances": []}, {"instances": "x"}, {}, {"instances": [{"b64": "***"}]},
+                                  {"instances": [{"images": {"b64": "aGk="}, "class_index": "1"}]},
+                                  {"instances": [{"images": {"b64": "aGk="}, "class_index": True}]},
+                                  {"instances": [{"images": {"b64": "aGk="}, "other": 1}]},
+                                  {"instances": [[1, 2]]}])
+def test_explain_refuses_a_malformed_body_with_400(client, body):
+    response = client.post("/v1/models/shapes:explain", json=body)
+    assert response.status_code == 400, response.text
+    assert "error" in response.json()
+
+
+@pytest.mark.parametrize("class_index", [3, -2, 2**40])
+def test_explain_refuses_a_class_index_the_model_does_not_have_with_400(client, images, class_index):
+    response = _explain(client, [{"images": {"b64": encode_b64(images[0])}, "class_index": class_index}])
+    assert response.status_code == 400, response.text
+
+
+def test_explain_refuses_more_images_than_its_limit(client, images):
+    from service.core.dataplane import MAX_EXPLAIN_IMAGES_PER_REQUEST
+    instances = [{"b64": encode_b64(images[0])}] * (MAX_EXPLAIN_IMAGES_PER_REQUEST + 1)
+    response = _explain(client, instances)
+    assert response.status_code == 400, response.text
+    assert str(MAX_EXPLAIN_IMAGES_PER_REQUEST) in response.json()["error"]
+
+
+def test_explain_checks_image_headers_before_the_graph_decodes_on_explain_and_on_predict(client):
+    bad = {"b64": encode_b64(b"not an image at all")}
+    for response in (_explain(client, [bad]),
+                     client.post("/v1/models/shapes:predict", json={
+                         "signature_name": "explain", "instances": [{"images": bad, "class_index": -1}]})):
+        assert response.status_code == 400, response.text
+        assert "image 0: not an image" in response.json()["error"]  # the header check's words, not TensorFlow's
+
+
+def test_explain_of_an_unknown_model_is_404(client, images):
+    assert _explain(client, [{"b64": encode_b64(images[0])}], model="nope").status_code == 404
