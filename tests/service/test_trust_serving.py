@@ -4,6 +4,8 @@ heatmaps. An export without the metadata's "unknown" (from before issue 16) answ
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import grpc
@@ -220,3 +222,37 @@ def test_explain_checks_image_headers_before_the_graph_decodes_on_explain_and_on
 
 def test_explain_of_an_unknown_model_is_404(client, images):
     assert _explain(client, [{"b64": encode_b64(images[0])}], model="nope").status_code == 404
+
+
+# -- POST /explain (the friendly API) ----------------------------------------------------------------------------
+def test_friendly_explain_answers_a_png_overlay_at_the_input_size_per_image(client, images):
+    from PIL import Image
+
+    response = client.post("/explain", json={"model": "shapes", "images": [encode_b64(i) for i in images]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    top = [row[0]["label"] for row in _json(client, images, top_k=1).json()["predictions"]]
+    assert body["model"] == "shapes" and body["version"] == "1"
+    assert [e["label"] for e in body["explanations"]] == top
+    for e in body["explanations"]:
+        overlay = Image.open(io.BytesIO(base64.b64decode(e["overlay"])))
+        assert overlay.format == "PNG" and overlay.size == (32, 32) and overlay.mode == "RGB"
+        assert 0 <= e["score"] <= 1
+
+
+def test_friendly_explain_takes_one_class_index_for_all_images_or_one_per_image(client, images):
+    one = client.post("/explain", json={"model": "shapes", "images": [encode_b64(i) for i in images[:2]],
+                                        "class_index": 1})
+    assert [e["class"] for e in one.json()["explanations"]] == [1, 1], one.text
+    each = client.post("/explain", json={"model": "shapes", "images": [encode_b64(i) for i in images[:2]],
+                                         "class_index": [2, 0]})
+    assert [e["class"] for e in each.json()["explanations"]] == [2, 0], each.text
+
+
+@pytest.mark.parametrize("body", [{"model": "shapes"}, {"model": "shapes", "images": []},
+                                  {"model": "shapes", "images": ["aGk="], "class_index": "1"},
+                                  {"model": "shapes", "images": ["aGk="], "class_index": [1, 2]},
+                                  {"model": 3, "images": ["aGk="]}])
+def test_friendly_explain_refuses_a_malformed_body_with_400(client, body):
+    response = client.post("/explain", json=body)
+    assert response.status_code == 400, response.text
