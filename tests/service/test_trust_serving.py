@@ -256,3 +256,26 @@ def test_friendly_explain_takes_one_class_index_for_all_images_or_one_per_image(
 def test_friendly_explain_refuses_a_malformed_body_with_400(client, body):
     response = client.post("/explain", json=body)
     assert response.status_code == 400, response.text
+
+
+# -- gRPC Classifier.Explain -----------------------------------------------------------------------------------------
+def test_grpc_explain_answers_what_http_explain_answers(client, channel, images):
+    stub = classifier_pb2_grpc.ClassifierStub(channel)
+    response = stub.Explain(classifier_pb2.ExplainRequest(model="shapes", images=images[:3], class_index=[-1, 1, -1]),
+                            timeout=60)
+    http = _explain(client, [{"images": {"b64": encode_b64(image)}, "class_index": c}
+                             for image, c in zip(images[:3], [-1, 1, -1], strict=True)]).json()["predictions"]
+    assert response.model == "shapes" and response.version == 1
+    assert [(r.label, r.index) for r in response.results] == [(p["label"], p["class"]) for p in http]
+    for result, p in zip(response.results, http, strict=True):
+        assert (result.height, result.width) == (32, 32)
+        np.testing.assert_allclose(np.reshape(result.heatmap, (32, 32)), p["heatmap"], atol=1e-6)
+        assert result.score == pytest.approx(p["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("fields", [{"images": []}, {"class_index": [1, 2]}, {"class_index": [7]}])
+def test_grpc_explain_refuses_bad_requests_with_invalid_argument(channel, images, fields):
+    stub = classifier_pb2_grpc.ClassifierStub(channel)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Explain(classifier_pb2.ExplainRequest(**{"model": "shapes", "images": images[:1], **fields}), timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -66,6 +66,46 @@ class Label(_message.Message):
     score: float
     def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
+class ExplainRequest(_message.Message):
+    __slots__ = ("model", "version", "version_label", "images", "class_index")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    version_label: str
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    class_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., class_index: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model", "version", "results")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    results: _containers.RepeatedCompositeFieldContainer[Explanation]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("label", "index", "score", "height", "width", "heatmap")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    index: int
+    score: float
+    height: int
+    width: int
+    heatmap: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., score: _Optional[float] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., heatmap: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class ListModelsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
