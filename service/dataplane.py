@@ -6,6 +6,7 @@ through that version. Readiness is decided here, once, for every view of it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,9 @@ import numpy as np
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
+    MAX_EXPLAIN_IMAGES_PER_REQUEST,
+    Classification,
+    Explanation,
     ModelInfo,
     Prediction,
     ServedInfo,
@@ -27,7 +31,21 @@ from service.core.errors import InvalidInput, NotFound, NotImplementedYet, Servi
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
-from tlserve.contract import DEFAULT_SIGNATURE, SCORES_OUTPUT, valid_model_name
+from tlserve.contract import (
+    CLASS_INDEX_INPUT,
+    DEFAULT_SIGNATURE,
+    EXPLAIN_SIGNATURE,
+    EXPLAIN_TOP_CLASS,
+    EXPLAINED_CLASS_OUTPUT,
+    EXPLAINED_SCORE_OUTPUT,
+    HEATMAP_OUTPUT,
+    IMAGES_INPUT,
+    SCORES_OUTPUT,
+    UNKNOWN_SCORE_OUTPUT,
+    UNKNOWN_THRESHOLD,
+    is_confident,
+    valid_model_name,
+)
 
 
 def ensure_model_name(name: str) -> str:
@@ -148,10 +166,12 @@ class RepositoryDataPlane:
             return version.number, outputs
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
-                       pixels: np.ndarray | None = None, deadline: float | None = None
-                       ) -> tuple[int, list[list[Prediction]]]:
+                       pixels: np.ndarray | None = None, deadline: float | None = None,
+                       unknown_threshold: float | None = None) -> Classification:
         if top_k < 1:
             raise InvalidInput(f"top_k must be >= 1, got {top_k}")
+        if unknown_threshold is not None and not math.isfinite(unknown_threshold):
+            raise InvalidInput(f"unknown_threshold must be a finite number, got {unknown_threshold}")
         if images and pixels is not None:
             raise InvalidInput("send either images or pixels, not both")
         with self.resolve(target) as version:
@@ -162,8 +182,40 @@ class RepositoryDataPlane:
             else:
                 outputs = await version.classify_images(images or [], deadline=deadline)
             names = version.class_names
+            threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
         scores = outputs[SCORES_OUTPUT]
         k = min(top_k, scores.shape[1])
         best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return version.number, [[Prediction(names[i], int(i), float(row[i])) for i in order]
-                                for row, order in zip(scores, best, strict=True)]
+        predictions = [[Prediction(names[i], int(i), float(row[i])) for i in order]
+                       for row, order in zip(scores, best, strict=True)]
+        unknown = outputs.get(UNKNOWN_SCORE_OUTPUT)  # absent from an export before issue 16: every image confident
+        rule = None if threshold is None else {UNKNOWN_THRESHOLD: threshold}
+        confident = [True] * len(predictions) if unknown is None else \
+            [is_confident(float(u), rule) for u in unknown]
+        return Classification(version.number, predictions, confident)
+
+    async def explain(self, target: Target, images: list[bytes], class_indices: list[int] | None = None, *,
+                      deadline: float | None = None) -> tuple[int, list[Explanation]]:
+        if not images:
+            raise InvalidInput("no images in the request")
+        if len(images) > MAX_EXPLAIN_IMAGES_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_EXPLAIN_IMAGES_PER_REQUEST} images per explain request, "
+                               f"got {len(images)}")
+        indices = [EXPLAIN_TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
+        if len(indices) != len(images):
+            raise InvalidInput(f"one class_index per image: {len(indices)} for {len(images)} images")
+        with self.resolve(target) as version:
+            if EXPLAIN_SIGNATURE not in version.signatures or not version.class_names:
+                raise NotFound(f"model '{target.model}' version {version.number} has no '{EXPLAIN_SIGNATURE}' "
+                               "signature (an export from before issue 16, or not a tlserve export)")
+            names = version.class_names
+            for i, c in enumerate(indices):
+                if not EXPLAIN_TOP_CLASS <= c < len(names):
+                    raise InvalidInput(f"class_index of image {i} must be -1 (its top class) or 0..{len(names) - 1}, "
+                                       f"got {c!r}")
+            outputs = await version.predict(EXPLAIN_SIGNATURE, {
+                IMAGES_INPUT: np.array(images, dtype=object),
+                CLASS_INDEX_INPUT: np.array(indices, dtype=np.int32)}, deadline=deadline)
+        return version.number, [
+            Explanation(int(c), names[int(c)], float(score), heatmap) for c, score, heatmap in zip(
+                outputs[EXPLAINED_CLASS_OUTPUT], outputs[EXPLAINED_SCORE_OUTPUT], outputs[HEATMAP_OUTPUT], strict=True)]

@@ -11,7 +11,7 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, nor anything below it
     import numpy as np
@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, 
 
 # Request limits and defaults every transport shares (one place, so HTTP and gRPC answer alike).
 MAX_IMAGES_PER_REQUEST = 256
+# Grad-CAM runs the model forward and back per image and answers a heatmap at the input size for each (224 x 224
+# floats is about 1 MB of JSON): a smaller limit than classification's.
+MAX_EXPLAIN_IMAGES_PER_REQUEST = 16
 DEFAULT_TOP_K = 3
 
 # TF Serving's version states, as GetModelStatus reports them.
@@ -40,6 +43,27 @@ class Prediction:
     label: str
     index: int
     score: float
+
+
+class Classification(NamedTuple):
+    """What ``DataPlane.classify`` answers: the version that served, the top-k per image, and per image whether it
+    counts as one of the model's classes (``tlserve.contract.is_confident``: True for an export without an unknown
+    score or threshold)."""
+
+    version: int
+    predictions: list[list[Prediction]]
+    confident: list[bool]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Grad-CAM of one image: the class explained (the top class unless the request asked for one), its calibrated
+    score and the heatmap, float32 [H, W] at the model's input size, values in [0, 1]."""
+
+    index: int
+    label: str
+    score: float
+    heatmap: np.ndarray
 
 
 @dataclass
@@ -150,7 +174,17 @@ class DataPlane(Protocol):
         ...
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
-                       pixels: np.ndarray | None = None, deadline: float | None = None
-                       ) -> tuple[int, list[list[Prediction]]]:
-        """The ``top_k`` classes of each encoded image (or pixels row), best first, for a tlserve export."""
+                       pixels: np.ndarray | None = None, deadline: float | None = None,
+                       unknown_threshold: float | None = None) -> Classification:
+        """The ``top_k`` classes of each encoded image (or pixels row), best first, for a tlserve export, and whether
+        each is confident: its unknown score at most ``unknown_threshold`` (a finite number, else InvalidInput), or
+        when None the export's own threshold."""
+        ...
+
+    async def explain(self, target: Target, images: list[bytes], class_indices: list[int] | None = None, *,
+                      deadline: float | None = None) -> tuple[int, list[Explanation]]:
+        """Grad-CAM of each encoded image through the export's ``explain`` signature: (version number, one
+        Explanation per image). ``class_indices`` holds one class per image (``EXPLAIN_TOP_CLASS``, -1, for its top
+        class); None explains every top class. At most MAX_EXPLAIN_IMAGES_PER_REQUEST images; NotFound for a model
+        without the signature."""
         ...

@@ -23,8 +23,10 @@ from service.serving.rows import run_rows
 from tlserve.contract import (
     CLASSIFY_SIGNATURE,
     DEFAULT_SIGNATURE,
+    EXPLAIN_SIGNATURE,
     IMAGE_INPUT,
     IMAGE_MODEL_SIGNATURES,
+    IMAGES_INPUT,
     PIXELS_INPUT,
     PIXELS_SIGNATURE,
     PREPROCESS_OUTPUT,
@@ -94,7 +96,7 @@ class ImagePipeline:
 
     def check_request(self, signature: str, inputs: dict[str, np.ndarray]) -> None:
         """Header checks on the encoded images of a request to a decoding signature, for the paths that hand
-        them to the graph as they are: ``preprocess`` called directly, and warm-up records."""
+        them to the graph as they are: ``preprocess`` and ``explain`` called directly, and warm-up records."""
         info = self.model.signature(signature)
         if signature in IMAGE_SIGNATURES:
             self.check_headers(self.images_from(signature, info, inputs))
@@ -103,6 +105,11 @@ class ImagePipeline:
             images = np.asarray(value, dtype=object).ravel()
             if not all(isinstance(image, bytes) for image in images):
                 raise InvalidInput(f"signature '{signature}' takes an encoded image (bytes)")
+            self.check_headers(list(images))
+        elif signature == EXPLAIN_SIGNATURE and IMAGES_INPUT in inputs:
+            images = np.asarray(inputs[IMAGES_INPUT], dtype=object).ravel()
+            if not all(isinstance(image, bytes) for image in images):
+                raise InvalidInput(f"input '{IMAGES_INPUT}' of signature '{signature}' takes encoded images (bytes)")
             self.check_headers(list(images))
 
     # -- one batch of the queue (blocking: a worker thread) -------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,14 @@ from service.codec.images import ImageLimits
 from service.core.errors import InvalidInput
 from service.runtime.savedmodel import LoadedModel
 from service.serving.version import BatchingSettings, ServedVersion
-from tlserve.contract import LABELS_FILE, PIXELS_INPUT, PIXELS_SIGNATURE
+from tlserve.contract import (
+    LABELS_FILE,
+    METADATA_FILE,
+    METADATA_UNKNOWN,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    UNKNOWN_THRESHOLD,
+)
 
 
 @dataclass(frozen=True)
@@ -30,12 +39,35 @@ class VersionLoader:
         labels = path / LABELS_FILE
         served = ServedVersion(name, number, model, self.batching(name), self.image_limits,
                                class_names=labels.read_text().splitlines() if labels.is_file() else None,
-                               on_batch=self.on_batch)
+                               on_batch=self.on_batch, unknown_threshold=unknown_threshold(path))
         model.warm_up(check=served.check_warmup_record)
         if served.images:
             b = served.batching
             _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes})))
         return served
+
+
+def unknown_threshold(path: Path) -> float | None:
+    """The threshold of the metadata's "unknown" object (``tlserve.contract``), or None for an export without one
+    (no metadata file, or none of the key: an export from before issue 16). A threshold that is there but is not a
+    finite number, or a metadata file that is not a JSON object, refuses the version at load, never at a request."""
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput(f"{METADATA_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"{METADATA_FILE} must be a JSON object")
+    unknown = meta.get(METADATA_UNKNOWN)
+    if not isinstance(unknown, dict) or unknown.get(UNKNOWN_THRESHOLD) is None:
+        return None
+    value = unknown[UNKNOWN_THRESHOLD]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{METADATA_FILE}: '{METADATA_UNKNOWN}.{UNKNOWN_THRESHOLD}' must be a finite number, "
+                           f"got {value!r}")
+    return float(value)
 
 
 def _warm_pixels(model: LoadedModel, batch_sizes: tuple[int, ...]) -> None:

@@ -26,7 +26,7 @@ from service.core.tensors import SignatureInfo
 from service.runtime.savedmodel import LoadedModel
 from service.serving import rows as row_ops
 from service.serving.images import IMAGE_SIGNATURES, EncodedImage, ImagePipeline, is_image_model
-from tlserve.contract import PIXELS_INPUT, PIXELS_SIGNATURE, PREPROCESS_SIGNATURE
+from tlserve.contract import EXPLAIN_SIGNATURE, PIXELS_INPUT, PIXELS_SIGNATURE, PREPROCESS_SIGNATURE
 
 IMAGES_QUEUE = PIXELS_SIGNATURE  # an image model's ``pixels`` batcher also takes encoded images
 
@@ -50,8 +50,11 @@ class ServedVersion:
 
     def __init__(self, name: str, number: int, model: LoadedModel, batching: BatchingSettings,
                  image_limits: ImageLimits = ImageLimits(), class_names: list[str] | None = None,
-                 on_batch: Callable[[str, int, BatchStats, int], None] | None = None):
+                 on_batch: Callable[[str, int, BatchStats, int], None] | None = None,
+                 unknown_threshold: float | None = None):
         self.name, self.number, self.model = name, number, model
+        # The export's metadata "unknown" threshold (read once, at load); None for an export without one.
+        self.unknown_threshold = unknown_threshold
         self.path: Path = model.path
         self.batching = batching
         self.class_names = class_names
@@ -100,6 +103,8 @@ class ServedVersion:
                       output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
         """Named inputs through ``signature``; named outputs (all, or those in ``output_filter``)."""
         info = self.model.signature(signature)
+        if self.images and signature == EXPLAIN_SIGNATURE:  # decoded by the graph, batched as rows: check first
+            await asyncio.to_thread(self.images.check_request, signature, inputs)
         if self.images and signature in IMAGE_SIGNATURES:
             outputs = await self.classify_images(self.images.images_from(signature, info, inputs), deadline=deadline)
         elif self.images and signature == PREPROCESS_SIGNATURE:

@@ -25,23 +25,43 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
     def __init__(self, dataplane: DataPlane, metrics):
         self.dataplane, self.metrics = dataplane, metrics
 
+    def _target(self, request) -> Target:
+        """The model and version a ClassifyRequest or ExplainRequest names (the newest when neither is set)."""
+        selector = request.WhichOneof("selector")
+        return Target(request.model or self.dataplane.default_model(),
+                      request.version if selector == "version" and request.version else None,
+                      request.version_label if selector == "version_label" and request.version_label else None)
+
     @rpc(PROTOCOL, "classify")
     async def Classify(self, request, context):
-        selector = request.WhichOneof("selector")
-        target = Target(request.model or self.dataplane.default_model(),
-                        request.version if selector == "version" and request.version else None,
-                        request.version_label if selector == "version_label" and request.version_label else None)
+        target = self._target(request)
         describe(model=target.model)
         pixels = _pixels(request.pixels) if request.HasField("pixels") else None
-        number, predictions = await self.dataplane.classify(
+        answer = await self.dataplane.classify(
             target, request.top_k or DEFAULT_TOP_K, images=list(request.images), pixels=pixels,
-            deadline=self.dataplane.deadline(timeout_of(context)))
-        describe(version=number)
-        response = classifier_pb2.ClassifyResponse(model=target.model, version=number)
-        for row in predictions:
-            result = response.results.add()
+            deadline=self.dataplane.deadline(timeout_of(context)),
+            unknown_threshold=request.unknown_threshold if request.HasField("unknown_threshold") else None)
+        describe(version=answer.version)
+        response = classifier_pb2.ClassifyResponse(model=target.model, version=answer.version)
+        for row, confident in zip(answer.predictions, answer.confident, strict=True):
+            result = response.results.add(confident=confident)
             for p in row:
                 result.labels.add(label=p.label, index=p.index, score=p.score)
+        return response
+
+    @rpc(PROTOCOL, "explain")
+    async def Explain(self, request, context):
+        target = self._target(request)
+        describe(model=target.model)
+        number, explanations = await self.dataplane.explain(
+            target, list(request.images), list(request.class_index) or None,
+            deadline=self.dataplane.deadline(timeout_of(context)))
+        describe(version=number)
+        response = classifier_pb2.ExplainResponse(model=target.model, version=number)
+        for e in explanations:
+            height, width = e.heatmap.shape
+            response.results.add(label=e.label, index=e.index, score=e.score, height=height, width=width,
+                                 heatmap=e.heatmap.ravel().tolist())
         return response
 
     def _model_info(self, name: str) -> classifier_pb2.ModelInfo:

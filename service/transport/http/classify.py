@@ -7,6 +7,8 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.codec.b64 import decode_b64
+from service.codec.threshold import FIELD as THRESHOLD_FIELD
+from service.codec.threshold import parse_threshold
 from service.codec.version import parse_version
 from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, DataPlane, Target
 from service.core.errors import InvalidInput, UnsupportedMediaType
@@ -28,6 +30,8 @@ class ClassifyRequest(BaseModel):
     version: str | None = Field(None, description="version number (default: the newest available)")
     images: list[str] = Field(..., description="base64-encoded JPEG/PNG/GIF/BMP images")
     top_k: int = Field(DEFAULT_TOP_K, ge=1)
+    unknown_threshold: float | None = Field(None, description="the unknown score above which an image is not "
+                                            "confident (default: the export's own threshold)")
 
 
 class Label(BaseModel):
@@ -39,6 +43,8 @@ class ClassifyResponse(BaseModel):
     model: str
     version: str
     predictions: list[list[Label]]
+    confident: list[bool] = Field(..., description="per image: its unknown score is at most the threshold (always "
+                                  "true for an export without an unknown score)")
 
 
 def _b64(value, index: int) -> bytes:
@@ -59,7 +65,10 @@ def _top_k(raw) -> int:
     return value
 
 
-def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
+Parsed = tuple[str | None, str | None, list[bytes], int, float | None]
+
+
+def _from_json(body: bytes) -> Parsed:
     doc = parse_json(body)
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with 'images'")
@@ -70,10 +79,10 @@ def _from_json(body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
     if model is not None and not isinstance(model, str):
         raise InvalidInput("'model' must be a string")
     return model, None if version is None else str(version), [_b64(v, i) for i, v in enumerate(images)], \
-        _top_k(doc.get("top_k", DEFAULT_TOP_K))
+        _top_k(doc.get("top_k", DEFAULT_TOP_K)), parse_threshold(doc.get(THRESHOLD_FIELD))
 
 
-async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | None, list[bytes], int]:
+async def _from_form(request: Request, body: bytes) -> Parsed:
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -88,7 +97,8 @@ async def _from_form(request: Request, body: bytes) -> tuple[str | None, str | N
     images = [await f.read() for f in files]
     model, version = form.get("model"), form.get("version")
     return (model if isinstance(model, str) and model else None,
-            version if isinstance(version, str) and version else None, images, _top_k(form.get("top_k", DEFAULT_TOP_K)))
+            version if isinstance(version, str) and version else None, images, _top_k(form.get("top_k", DEFAULT_TOP_K)),
+            parse_threshold(form.get(THRESHOLD_FIELD)))
 
 
 def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
@@ -99,6 +109,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
                      "application/json": {"schema": ClassifyRequest.model_json_schema()},
                      "multipart/form-data": {"schema": {"type": "object", "properties": {
                          "model": {"type": "string"}, "top_k": {"type": "integer"},
+                         "unknown_threshold": {"type": "number"},
                          "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}},
                      "required": True}})
     async def classify(request: Request):
@@ -106,18 +117,19 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         body = await read_body(request, max_body_bytes)
         media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if media == "application/json":
-            model, version, images, top_k = await parse_off_loop(body, _from_json)
+            model, version, images, top_k, threshold = await parse_off_loop(body, _from_json)
         elif media == "multipart/form-data":
-            model, version, images, top_k = await _from_form(request, body)
+            model, version, images, top_k, threshold = await _from_form(request, body)
         else:
             raise UnsupportedMediaType(f"content type '{media}': send application/json or multipart/form-data")
         model = model or dataplane.default_model()
         describe(request, model=model)
-        number, predictions = await dataplane.classify(
+        answer = await dataplane.classify(
             Target(model, parse_version(version)), top_k, images=images,
-            deadline=dataplane.deadline(request_timeout(request)))
-        describe(request, version=number)
-        return {"model": model, "version": str(number),
-                "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in predictions]}
+            deadline=dataplane.deadline(request_timeout(request)), unknown_threshold=threshold)
+        describe(request, version=answer.version)
+        return {"model": model, "version": str(answer.version),
+                "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in answer.predictions],
+                "confident": answer.confident}
 
     return router

@@ -5,11 +5,14 @@ Translates JSON to named tensors and back; everything else is the data plane's b
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from service.codec import tfserving_json
+from service.codec.explain import format_explain, parse_explain
 from service.codec.version import parse_version
 from service.core.dataplane import DataPlane, Target
 from service.core.errors import InvalidInput
@@ -94,6 +97,16 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
     async def regress(request: Request, model: str, version: str | None = None, label: str | None = None):
         return await classify_or_regress(request, model, "regress", version, label)
 
+    async def explain(request: Request, model: str, version: str | None = None, label: str | None = None):
+        target = Target(model, parse_version(version), label)
+        describe(request, model=model, protocol=PROTOCOL, api="explain")
+        body = await read_body(request, max_body_bytes)
+        images, class_indices = await parse_off_loop(body, parse_explain)
+        number, explanations = await dataplane.explain(target, images, class_indices,
+                                                       deadline=dataplane.deadline(request_timeout(request)))
+        describe(request, version=number)
+        return json_response(await asyncio.to_thread(format_explain, explanations))  # heatmaps: up to MBs of JSON
+
     for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}"):
         router.add_api_route(prefix, status, methods=["GET"], summary="Model version status")
         router.add_api_route(prefix + "/metadata", metadata, methods=["GET"], summary="Signature definitions")
@@ -103,4 +116,6 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
                              summary="Classify tf.Examples")
         router.add_api_route(prefix + ":regress", regress, methods=["POST"], openapi_extra=_JSON_BODY,
                              summary="Regress tf.Examples")
+        router.add_api_route(prefix + ":explain", explain, methods=["POST"], openapi_extra=_JSON_BODY,
+                             summary="Grad-CAM heatmaps of images (KServe V1 explain)")
     return router

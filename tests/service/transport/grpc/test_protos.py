@@ -25,7 +25,7 @@ def test_generated_code_is_current():
 def test_service_descriptors():
     classifier = cls.DESCRIPTOR.services_by_name["Classifier"]
     assert classifier.full_name == "tlserve.classifier.v1.Classifier"
-    assert [m.name for m in classifier.methods] == ["Classify", "ListModels", "GetModel"]
+    assert [m.name for m in classifier.methods] == ["Classify", "Explain", "ListModels", "GetModel"]
     assert classifier.methods_by_name["GetModel"].output_type.full_name == "tlserve.classifier.v1.ModelInfo"
 
     inference = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -107,13 +107,17 @@ def test_v2_known_wire_bytes():
 
 def test_classifier_field_numbers():
     assert _numbers(cls.ClassifyRequest) == {"model": 1, "version": 2, "version_label": 3, "images": 4, "pixels": 5,
-                                             "top_k": 6}
+                                             "top_k": 6, "unknown_threshold": 7}
     assert [f.name for f in cls.ClassifyRequest.DESCRIPTOR.oneofs_by_name["selector"].fields] == [
         "version", "version_label"]
     assert _numbers(cls.Pixels) == {"height": 1, "width": 2, "channels": 3, "count": 4, "data": 5}
     assert _numbers(cls.ClassifyResponse) == {"model": 1, "version": 2, "results": 3}
-    assert _numbers(cls.ImageResult) == {"labels": 1}
+    assert _numbers(cls.ImageResult) == {"labels": 1, "confident": 2}
     assert _numbers(cls.Label) == {"label": 1, "index": 2, "score": 3}
+    assert _numbers(cls.ExplainRequest) == {"model": 1, "version": 2, "version_label": 3, "images": 4,
+                                            "class_index": 5}
+    assert _numbers(cls.ExplainResponse) == {"model": 1, "version": 2, "results": 3}
+    assert _numbers(cls.Explanation) == {"label": 1, "index": 2, "score": 3, "height": 4, "width": 5, "heatmap": 6}
     assert _numbers(cls.ListModelsRequest) == {}
     assert _numbers(cls.ListModelsResponse) == {"models": 1}
     assert _numbers(cls.GetModelRequest) == {"name": 1}

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nDservice/transport/grpc/protos/tlserve/classifier/v1/classifier.proto\x12\x15tlserve.classifier.v1\"\xa6\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12-\n\x06pixels\x18\x05 \x01(\x0b\x32\x1d.tlserve.classifier.v1.Pixels\x12\r\n\x05top_k\x18\x06 \x01(\rB\n\n\x08selector\"V\n\x06Pixels\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"g\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x33\n\x07results\x18\x03 \x03(\x0b\x32\".tlserve.classifier.v1.ImageResult\";\n\x0bImageResult\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.tlserve.classifier.v1.Label\"4\n\x05Label\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"\x13\n\x11ListModelsRequest\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .tlserve.classifier.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xfb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x08versions\x18\x02 \x03(\x0b\x32\".tlserve.classifier.v1.VersionInfo\x12K\n\x0eversion_labels\x18\x03 \x03(\x0b\x32\x33.tlserve.classifier.v1.ModelInfo.VersionLabelsEntry\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x12\n\nimage_size\x18\x05 \x01(\r\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"<\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t2\xa2\x02\n\nClassifier\x12[\n\x08\x43lassify\x12&.tlserve.classifier.v1.ClassifyRequest\x1a\'.tlserve.classifier.v1.ClassifyResponse\x12\x61\n\nListModels\x12(.tlserve.classifier.v1.ListModelsRequest\x1a).tlserve.classifier.v1.ListModelsResponse\x12T\n\x08GetModel\x12&.tlserve.classifier.v1.GetModelRequest\x1a .tlserve.classifier.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\nDservice/transport/grpc/protos/tlserve/classifier/v1/classifier.proto\x12\x15tlserve.classifier.v1\"\xdc\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12-\n\x06pixels\x18\x05 \x01(\x0b\x32\x1d.tlserve.classifier.v1.Pixels\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x1e\n\x11unknown_threshold\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08selectorB\x14\n\x12_unknown_threshold\"V\n\x06Pixels\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"g\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x33\n\x07results\x18\x03 \x03(\x0b\x32\".tlserve.classifier.v1.ImageResult\"N\n\x0bImageResult\x12,\n\x06labels\x18\x01 \x03(\x0b\x32\x1c.tlserve.classifier.v1.Label\x12\x11\n\tconfident\x18\x02 \x01(\x08\"4\n\x05Label\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\"|\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\x13\n\x0b\x63lass_index\x18\x05 \x03(\x05\x42\n\n\x08selector\"f\n\x0f\x45xplainResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x33\n\x07results\x18\x03 \x03(\x0b\x32\".tlserve.classifier.v1.Explanation\"j\n\x0b\x45xplanation\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0f\n\x07heatmap\x18\x06 \x03(\x02\"\x13\n\x11ListModelsRequest\"F\n\x12ListModelsResponse\x12\x30\n\x06models\x18\x01 \x03(\x0b\x32 .tlserve.classifier.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xfb\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x08versions\x18\x02 \x03(\x0b\x32\".tlserve.classifier.v1.VersionInfo\x12K\n\x0eversion_labels\x18\x03 \x03(\x0b\x32\x33.tlserve.classifier.v1.ModelInfo.VersionLabelsEntry\x12\x13\n\x0b\x63lass_names\x18\x04 \x03(\t\x12\x12\n\nimage_size\x18\x05 \x01(\r\x1a\x34\n\x12VersionLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"<\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t2\xfc\x02\n\nClassifier\x12[\n\x08\x43lassify\x12&.tlserve.classifier.v1.ClassifyRequest\x1a\'.tlserve.classifier.v1.ClassifyResponse\x12X\n\x07\x45xplain\x12%.tlserve.classifier.v1.ExplainRequest\x1a&.tlserve.classifier.v1.ExplainResponse\x12\x61\n\nListModels\x12(.tlserve.classifier.v1.ListModelsRequest\x1a).tlserve.classifier.v1.ListModelsResponse\x12T\n\x08GetModel\x12&.tlserve.classifier.v1.GetModelRequest\x1a .tlserve.classifier.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,27 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO_VERSIONLABELSENTRY']._loaded_options = None
   _globals['_MODELINFO_VERSIONLABELSENTRY']._serialized_options = b'8\001'
   _globals['_CLASSIFYREQUEST']._serialized_start=96
-  _globals['_CLASSIFYREQUEST']._serialized_end=262
-  _globals['_PIXELS']._serialized_start=264
-  _globals['_PIXELS']._serialized_end=350
-  _globals['_CLASSIFYRESPONSE']._serialized_start=352
-  _globals['_CLASSIFYRESPONSE']._serialized_end=455
-  _globals['_IMAGERESULT']._serialized_start=457
-  _globals['_IMAGERESULT']._serialized_end=516
-  _globals['_LABEL']._serialized_start=518
-  _globals['_LABEL']._serialized_end=570
-  _globals['_LISTMODELSREQUEST']._serialized_start=572
-  _globals['_LISTMODELSREQUEST']._serialized_end=591
-  _globals['_LISTMODELSRESPONSE']._serialized_start=593
-  _globals['_LISTMODELSRESPONSE']._serialized_end=663
-  _globals['_GETMODELREQUEST']._serialized_start=665
-  _globals['_GETMODELREQUEST']._serialized_end=696
-  _globals['_MODELINFO']._serialized_start=699
-  _globals['_MODELINFO']._serialized_end=950
-  _globals['_MODELINFO_VERSIONLABELSENTRY']._serialized_start=898
-  _globals['_MODELINFO_VERSIONLABELSENTRY']._serialized_end=950
-  _globals['_VERSIONINFO']._serialized_start=952
-  _globals['_VERSIONINFO']._serialized_end=1012
-  _globals['_CLASSIFIER']._serialized_start=1015
-  _globals['_CLASSIFIER']._serialized_end=1305
+  _globals['_CLASSIFYREQUEST']._serialized_end=316
+  _globals['_PIXELS']._serialized_start=318
+  _globals['_PIXELS']._serialized_end=404
+  _globals['_CLASSIFYRESPONSE']._serialized_start=406
+  _globals['_CLASSIFYRESPONSE']._serialized_end=509
+  _globals['_IMAGERESULT']._serialized_start=511
+  _globals['_IMAGERESULT']._serialized_end=589
+  _globals['_LABEL']._serialized_start=591
+  _globals['_LABEL']._serialized_end=643
+  _globals['_EXPLAINREQUEST']._serialized_start=645
+  _globals['_EXPLAINREQUEST']._serialized_end=769
+  _globals['_EXPLAINRESPONSE']._serialized_start=771
+  _globals['_EXPLAINRESPONSE']._serialized_end=873
+  _globals['_EXPLANATION']._serialized_start=875
+  _globals['_EXPLANATION']._serialized_end=981
+  _globals['_LISTMODELSREQUEST']._serialized_start=983
+  _globals['_LISTMODELSREQUEST']._serialized_end=1002
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1004
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1074
+  _globals['_GETMODELREQUEST']._serialized_start=1076
+  _globals['_GETMODELREQUEST']._serialized_end=1107
+  _globals['_MODELINFO']._serialized_start=1110
+  _globals['_MODELINFO']._serialized_end=1361
+  _globals['_MODELINFO_VERSIONLABELSENTRY']._serialized_start=1309
+  _globals['_MODELINFO_VERSIONLABELSENTRY']._serialized_end=1361
+  _globals['_VERSIONINFO']._serialized_start=1363
+  _globals['_VERSIONINFO']._serialized_end=1423
+  _globals['_CLASSIFIER']._serialized_start=1426
+  _globals['_CLASSIFIER']._serialized_end=1806
 # @@protoc_insertion_point(module_scope)

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "version", "version_label", "images", "pixels", "top_k")
+    __slots__ = ("model", "version", "version_label", "images", "pixels", "top_k", "unknown_threshold")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PIXELS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     version_label: str
     images: _containers.RepeatedScalarFieldContainer[bytes]
     pixels: Pixels
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    unknown_threshold: float
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., pixels: _Optional[_Union[Pixels, _Mapping]] = ..., top_k: _Optional[int] = ..., unknown_threshold: _Optional[float] = ...) -> None: ...
 
 class Pixels(_message.Message):
     __slots__ = ("height", "width", "channels", "count", "data")
@@ -47,10 +49,12 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
 
 class ImageResult(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "confident")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENT_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    confident: bool
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., confident: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("label", "index", "score")
@@ -61,6 +65,46 @@ class Label(_message.Message):
     index: int
     score: float
     def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("model", "version", "version_label", "images", "class_index")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    version_label: str
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    class_index: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., class_index: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("model", "version", "results")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    results: _containers.RepeatedCompositeFieldContainer[Explanation]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., results: _Optional[_Iterable[_Union[Explanation, _Mapping]]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("label", "index", "score", "height", "width", "heatmap")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    index: int
+    score: float
+    height: int
+    width: int
+    heatmap: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[str] = ..., index: _Optional[int] = ..., score: _Optional[float] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., heatmap: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

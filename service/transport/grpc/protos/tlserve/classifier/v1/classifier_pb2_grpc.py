@@ -40,6 +40,11 @@ class ClassifierStub:
                 request_serializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
                 response_deserializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/tlserve.classifier.v1.Classifier/Explain',
+                request_serializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/tlserve.classifier.v1.Classifier/ListModels',
                 request_serializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
@@ -66,9 +71,18 @@ class ClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListModels(self, request, context):
+    def Explain(self, request, context):
         """List every model in the repository with the state of each of its versions.
+        Grad-CAM heatmaps of encoded images through the export's "explain" signature: per image, the
+        class explained, its calibrated score and the heatmap at the model's input size. At most 16
+        images per call; NOT_FOUND for a model without the signature.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -88,6 +102,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyRequest.FromString,
                     response_serializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainRequest.FromString,
+                    response_serializer=service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -128,6 +147,33 @@ class Classifier:
             '/tlserve.classifier.v1.Classifier/Classify',
             service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyRequest.SerializeToString,
             service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ClassifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tlserve.classifier.v1.Classifier/Explain',
+            service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainRequest.SerializeToString,
+            service_dot_transport_dot_grpc_dot_protos_dot_tlserve_dot_classifier_dot_v1_dot_classifier__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
