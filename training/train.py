@@ -17,6 +17,9 @@ from training.model import build_classifier, unfreeze_top
 from training.preprocessing import RESIZE_POLICIES, preprocess
 
 AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "contrast")
+# Phase 2 warms up over one epoch or this many steps, whichever is longer (but at most half of phase 2):
+# with 50 images an epoch is 2 steps, and two steps of warm-up to the full rate wrecked the backbone.
+MIN_WARMUP_STEPS = 50
 
 
 @dataclass
@@ -33,7 +36,7 @@ class TrainConfig:
     head_epochs: int = 8
     head_learning_rate: float = 3e-3
     fine_tune_epochs: int = 30
-    fine_tune_learning_rate: float = 1e-3  # the peak, after one epoch of warm-up; cosine decay to 0 follows
+    fine_tune_learning_rate: float = 1e-3  # the peak, after warm-up (see warmup_steps); cosine decay to 0 follows
     fine_tune_layers: int | None = None  # None: the whole backbone
     dropout: float = 0.2
     label_smoothing: float = 0.1
@@ -159,24 +162,34 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(len(labels) / (num_classes * max(c, 1))) for i, c in enumerate(counts)}
 
 
-def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *, min_epochs: int = 0) -> dict[str, list[float]]:
+def warmup_steps(per_epoch: int, total: int) -> int:
+    """Warm-up steps of phase 2: one epoch or :data:`MIN_WARMUP_STEPS`, whichever is longer, and at most
+    half of phase 2's ``total`` steps (so that a short phase still spends half its steps decaying)."""
+    return max(1, min(max(per_epoch, MIN_WARMUP_STEPS), total // 2))
+
+
+def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *,
+         min_epochs: int = 0) -> tuple[dict[str, list[float]], keras.callbacks.EarlyStopping | None]:
+    """Train ``epochs`` epochs; return the history and the early stopping (its ``best`` is the monitored
+    value of the weights it restored), or ``({}, None)`` for no epochs."""
     if epochs == 0:
-        return {}
+        return {}, None
     has_val = val is not None
     # min_epochs: under a decaying schedule the loss settles late; stopping in the noisy high-rate part
     # (seen here after 12 of 30 epochs) costs accuracy, so stopping and "best" count only from there on.
-    callbacks = [keras.callbacks.EarlyStopping(
+    stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss" if has_val else "loss", patience=cfg.patience, restore_best_weights=True,
-        start_from_epoch=min_epochs)]
+        start_from_epoch=min_epochs)
+    callbacks = [stopper]
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
-        return _fit_multi_worker(model, train, val, epochs, cfg, strategy, callbacks)
+        return _fit_multi_worker(model, train, val, epochs, cfg, strategy, callbacks), stopper
     # shuffle=False: the tf.data pipeline shuffles; Keras would ignore the flag for a dataset and warn.
     # Class weights come as per-example sample weights from the pipeline (Keras cannot add them to a
     # distributed dataset).
     history = model.fit(train.dataset, validation_data=val.dataset if has_val else None, epochs=epochs,
                         steps_per_epoch=train.steps, validation_steps=val.steps if has_val else None,
                         callbacks=callbacks, shuffle=False, verbose=cfg.verbose)
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}, stopper
 
 
 def _fit_multi_worker(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, callbacks) -> dict:
@@ -242,6 +255,28 @@ def _fit_multi_worker(model, train: _Feed, val: _Feed | None, epochs, cfg, strat
     return {k: [float(v) for v in vals] for k, vals in model.history.history.items()}
 
 
+def _best_phase(stoppers: dict) -> str:
+    """The phase whose restored weights scored best on the monitored loss (validation loss, or the training
+    loss without a validation split); phase 1 on a tie. Phase 2 can end worse than phase 1 (50 images: phase 1
+    at loss 1.24, phase 2 at 11.05 and chance accuracy), and its own early stopping only knows phase 2."""
+    first, second = stoppers.get("phase1"), stoppers.get("phase2")
+    if second is None or second.best is None:
+        return "phase1"
+    if first is None or first.best is None:
+        return "phase2"
+    return "phase2" if second.best < first.best else "phase1"
+
+
+def _selection(stoppers: dict) -> dict:
+    """Which phase's weights were kept, at which epoch (1-based) and monitored value: for the metadata."""
+    phase = _best_phase(stoppers)
+    stopper = stoppers.get(phase)
+    if stopper is None or stopper.best is None:
+        return {"phase": phase}
+    return {"phase": phase, "epoch": int(stopper.best_epoch) + 1, "monitor": stopper.monitor,
+            "value": float(stopper.best)}
+
+
 def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
           strategy: tf.distribute.Strategy | None = None, split: datasets.Split | None = None) -> TrainedModel:
     """Load and split the data, train both phases, and score the test split.
@@ -269,22 +304,26 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
         model, base = build_classifier(registry.get(cfg.backbone), cfg.image_size, num_classes,
                                        dropout=cfg.dropout, weights=cfg.weights)
         model.compile(keras.optimizers.Adam(cfg.head_learning_rate), loss, metrics=["accuracy"])
-    histories = {"phase1": _fit(model, train_feed, val_feed, cfg.head_epochs, cfg, strategy)}
-
+    histories, stoppers = {}, {}
+    histories["phase1"], stoppers["phase1"] = _fit(model, train_feed, val_feed, cfg.head_epochs, cfg, strategy)
+    unfrozen = 0
     if cfg.fine_tune_epochs:
+        phase1_weights = model.get_weights()  # the best of phase 1 (early stopping restored them)
         with strategy.scope():
             unfrozen = unfreeze_top(base, cfg.fine_tune_layers)
             per_epoch = int(np.ceil(len(split.train) / cfg.batch_size))
+            total = cfg.fine_tune_epochs * per_epoch
+            warmup = warmup_steps(per_epoch, total)
             # A fresh Adam at full rate on a whole unfrozen backbone knocks the pretrained features about
-            # (accuracy was seen to fall from 0.89 to 0.16 in the first epoch); one epoch of warm-up avoids it.
+            # (accuracy was seen to fall from 0.89 to 0.16 in the first epoch); warm-up avoids it.
             schedule = keras.optimizers.schedules.CosineDecay(
-                0.0, max(1, cfg.fine_tune_epochs - 1) * per_epoch, warmup_target=cfg.fine_tune_learning_rate,
-                warmup_steps=per_epoch)
+                0.0, max(1, total - warmup), warmup_target=cfg.fine_tune_learning_rate, warmup_steps=warmup)
             model.compile(keras.optimizers.Adam(schedule), loss, metrics=["accuracy"])
-        histories["phase2"] = _fit(model, train_feed, val_feed, cfg.fine_tune_epochs, cfg, strategy,
-                                   min_epochs=cfg.fine_tune_epochs // 2)
-    else:
-        unfrozen = 0
+        histories["phase2"], stoppers["phase2"] = _fit(model, train_feed, val_feed, cfg.fine_tune_epochs, cfg,
+                                                       strategy, min_epochs=cfg.fine_tune_epochs // 2)
+        if _best_phase(stoppers) == "phase1":
+            model.set_weights(phase1_weights)  # every worker decides alike: their logs are the same
+    selection = _selection(stoppers)
 
     test_images, _ = pick(split.test)
     test_pixels = pixels_dataset(test_images, cfg.image_size, cfg.resize).batch(64)
@@ -295,7 +334,7 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
         # multi-worker strategy would shard the test images and gather them back in replica order.
         score = tf.function(lambda x: model(x, training=False))
         scores = np.concatenate([score(x).numpy() for x in test_pixels])
-    info = {"unfrozen_layers": unfrozen, "config": asdict(cfg), "distribution": who.to_dict(),
+    info = {"unfrozen_layers": unfrozen, "config": asdict(cfg), "distribution": who.to_dict(), "selected": selection,
             "weights_sha256": distribute.weights_digest(model)}
     if who.workers > 1:
         info["shard"] = {"worker": who.worker_index, "images": train_feed.shard_images}
