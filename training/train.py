@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -20,6 +26,12 @@ AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "contrast")
 # Phase 2 warms up over one epoch or this many steps, whichever is longer (but at most half of phase 2):
 # with 50 images an epoch is 2 steps, and two steps of warm-up to the full rate wrecked the backbone.
 MIN_WARMUP_STEPS = 50
+# The decoded pixels of the training and validation images are cached in memory when they take at most this
+# share of the machine's memory, and on disk otherwise (in --cache-dir, or a temporary folder removed after
+# training). A disk cache is read back in order, so its shuffle buffer is bounded (the split's order is
+# already random: train_test_split shuffles).
+MEMORY_CACHE_SHARE = 0.25
+SHUFFLE_BUFFER_BYTES = 64 << 20
 
 
 @dataclass
@@ -47,6 +59,7 @@ class TrainConfig:
     min_per_class: int = 5
     seed: int = 0  # weights of the new head, shuffling, augmentation, dropout
     split_seed: int = 0  # kept apart so that runs with other training seeds are scored on the same test set
+    cache_dir: str | None = None  # decoded pixels cached on disk here; None: in memory when they fit
     verbose: int = 1
 
     def validate(self) -> None:
@@ -93,10 +106,63 @@ def _augmenter(names: tuple[str, ...], seed: int) -> keras.Sequential | None:
     return keras.Sequential([choices[n]() for n in names], name="augment") if names else None
 
 
-def pixels_dataset(images: list[bytes], size: int, policy: str) -> tf.data.Dataset:
-    """Encoded images -> uint8 pixels, through the exported model's own preprocessing."""
-    encoded = tf.data.Dataset.from_tensor_slices(tf.constant(images, dtype=tf.string))
-    return encoded.map(lambda e: preprocess(e, size, policy), num_parallel_calls=tf.data.AUTOTUNE)
+def encoded_dataset(images) -> tf.data.Dataset:
+    """Encoded image bytes, one element each: read inside tf.data from the files of an
+    :class:`~training.data.ImageFiles` (nothing held in memory), or from a list of bytes."""
+    if isinstance(images, datasets.ImageFiles):
+        paths = tf.data.Dataset.from_tensor_slices(tf.constant(images.paths, dtype=tf.string))
+        return paths.map(tf.io.read_file, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_tensor_slices(tf.constant(list(images), dtype=tf.string))
+
+
+def pixels_dataset(images, size: int, policy: str) -> tf.data.Dataset:
+    """Encoded images (a list of bytes or ImageFiles) -> uint8 pixels, through the exported model's own
+    preprocessing."""
+    return encoded_dataset(images).map(lambda e: preprocess(e, size, policy), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def pixel_bytes(images: int, size: int) -> int:
+    """Bytes of ``images`` decoded uint8 images of ``size`` x ``size`` x 3."""
+    return images * size * size * 3
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (of its cgroup when that is smaller)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def cache_on_disk(images: int, size: int, cache_dir: str | None, memory: int) -> bool:
+    """Whether the pixels of ``images`` images go to a disk cache: always with a cache folder, otherwise when
+    they would take more than :data:`MEMORY_CACHE_SHARE` of ``memory``."""
+    return cache_dir is not None or pixel_bytes(images, size) > MEMORY_CACHE_SHARE * memory
+
+
+def shuffle_buffer(images: int, size: int, on_disk: bool, batch: int) -> int:
+    """Every image in memory; from a disk cache, :data:`SHUFFLE_BUFFER_BYTES` of pixels (at least a batch)."""
+    if not on_disk:
+        return max(1, images)
+    return max(1, min(images, max(batch, SHUFFLE_BUFFER_BYTES // pixel_bytes(1, size))))
+
+
+def _cache_file(cache_dir: str, images, cfg: TrainConfig, workers: int, index: int) -> str:
+    """A cache file name that changes with the images' content, the preprocessing and the shard, so a cache
+    left by another run is reused only for the very same pixels."""
+    h = hashlib.sha256(f"{cfg.image_size} {cfg.resize} {workers} {index}".encode())
+    digests = getattr(images, "digests", None)
+    for item in digests if digests is not None else images:
+        h.update(item.encode() if isinstance(item, str) else hashlib.sha256(item).digest())
+    stem = Path(cache_dir) / f"pixels-{h.hexdigest()[:24]}"
+    if not Path(f"{stem}.index").exists():  # no complete cache: remove what an interrupted run left
+        for leftover in Path(cache_dir).glob(f"{stem.name}*"):
+            leftover.unlink()
+    return str(stem)
 
 
 @dataclass
@@ -109,17 +175,21 @@ class _Feed:
 
 
 def _pipeline(images, labels, class_weight, num_classes, cfg: TrainConfig, *, training: bool, batch: int,
-              workers: int = 1, index: int = 0, repeat: bool = False) -> tf.data.Dataset:
+              cache_dir: str | None, workers: int = 1, index: int = 0, repeat: bool = False) -> tf.data.Dataset:
     """(uint8 pixels, one-hot, sample weight) batches of this worker's shard. The shard is taken before
-    decoding, so each worker decodes only its own images."""
+    reading and decoding, so each worker decodes only its own images. The pixels alone are cached (in
+    memory, or on disk in ``cache_dir``); labels and weights are zipped on afterwards."""
     weights = tf.constant([class_weight[i] for i in range(num_classes)], tf.float32)
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(images, dtype=tf.string), np.asarray(labels, np.int64)))
+    encoded = encoded_dataset(images)
+    targets = tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int64))
     if workers > 1:
-        ds = ds.shard(workers, index)
-    ds = ds.map(lambda e, y: (preprocess(e, cfg.image_size, cfg.resize), tf.one_hot(y, num_classes),
-                              tf.gather(weights, y)), num_parallel_calls=tf.data.AUTOTUNE).cache()
+        encoded, targets = encoded.shard(workers, index), targets.shard(workers, index)
+    pixels = encoded.map(lambda e: preprocess(e, cfg.image_size, cfg.resize), num_parallel_calls=tf.data.AUTOTUNE)
+    pixels = pixels.cache(_cache_file(cache_dir, images, cfg, workers, index) if cache_dir else "")
+    ds = tf.data.Dataset.zip(pixels, targets).map(lambda x, y: (x, tf.one_hot(y, num_classes), tf.gather(weights, y)))
     if training:
-        ds = ds.shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
+        buffer = shuffle_buffer(len(images), cfg.image_size, cache_dir is not None, batch)
+        ds = ds.shuffle(buffer, seed=cfg.seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch)
@@ -133,7 +203,7 @@ def _pipeline(images, labels, class_weight, num_classes, cfg: TrainConfig, *, tr
 
 
 def _feed(images, labels, class_weight, num_classes, cfg: TrainConfig, strategy, who: distribute.Role, *,
-          training: bool) -> _Feed:
+          training: bool, cache_dir: str | None = None) -> _Feed:
     """One split for ``fit`` under ``strategy``. One replica: a plain dataset. Several: each input pipeline
     (one per worker) reads its shard in per-replica batches, repeated, and an epoch is ``ceil(n / batch)``
     steps: several workers must take the same number of steps (collectives wait for everyone), and a
@@ -141,7 +211,8 @@ def _feed(images, labels, class_weight, num_classes, cfg: TrainConfig, strategy,
     few images twice (at most one global batch's worth)."""
     n = len(images)
     if who.replicas == 1:
-        ds = _pipeline(images, labels, class_weight, num_classes, cfg, training=training, batch=cfg.batch_size)
+        ds = _pipeline(images, labels, class_weight, num_classes, cfg, training=training, batch=cfg.batch_size,
+                       cache_dir=cache_dir)
         return _Feed(ds, None, n)
     if cfg.batch_size % who.replicas:
         raise ValueError(f"batch size {cfg.batch_size} must be a multiple of the {who.replicas} replicas")
@@ -149,7 +220,7 @@ def _feed(images, labels, class_weight, num_classes, cfg: TrainConfig, strategy,
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return _pipeline(images, labels, class_weight, num_classes, cfg, training=training,
-                         batch=context.get_per_replica_batch_size(cfg.batch_size),
+                         batch=context.get_per_replica_batch_size(cfg.batch_size), cache_dir=cache_dir,
                          workers=context.num_input_pipelines, index=context.input_pipeline_id, repeat=True)
 
     return _Feed(strategy.distribute_datasets_from_function(dataset_fn), steps,
@@ -292,12 +363,32 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
     data = data or datasets.load_images(cfg.data, min_per_class=cfg.min_per_class)
     split = split or datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.split_seed)
+    with contextlib.ExitStack() as cleanup:
+        cache_dir = _cache_dir(cfg, len(split.train) + len(split.val), cleanup)
+        return _train(cfg, data, strategy, split, who, started, cache_dir)
+
+
+def _cache_dir(cfg: TrainConfig, images: int, cleanup: contextlib.ExitStack) -> str | None:
+    """Where the decoded pixels are cached: None (memory), ``cfg.cache_dir``, or a temporary folder that
+    ``cleanup`` removes."""
+    if not cache_on_disk(images, cfg.image_size, cfg.cache_dir, memory_bytes()):
+        return None
+    if cfg.cache_dir:
+        Path(cfg.cache_dir).mkdir(parents=True, exist_ok=True)
+        return cfg.cache_dir
+    temporary = tempfile.mkdtemp(prefix="tlserve-pixels-")
+    cleanup.callback(shutil.rmtree, temporary, ignore_errors=True)
+    return temporary
+
+
+def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
     num_classes = len(data.classes)
-    pick = lambda idx: ([data.images[i] for i in idx], data.labels[idx])  # noqa: E731
+    pick = lambda idx: (datasets.take(data.images, idx), data.labels[idx])  # noqa: E731
     class_weight = _class_weights(data.labels[split.train], num_classes)
-    train_feed = _feed(*pick(split.train), class_weight, num_classes, cfg, strategy, who, training=True)
-    val_feed = (_feed(*pick(split.val), class_weight, num_classes, cfg, strategy, who, training=False)
-                if len(split.val) else None)
+    train_feed = _feed(*pick(split.train), class_weight, num_classes, cfg, strategy, who, training=True,
+                       cache_dir=cache_dir)
+    val_feed = (_feed(*pick(split.val), class_weight, num_classes, cfg, strategy, who, training=False,
+                      cache_dir=cache_dir) if len(split.val) else None)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
 
     with strategy.scope():
@@ -326,7 +417,9 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
     selection = _selection(stoppers)
 
     test_images, _ = pick(split.test)
-    test_pixels = pixels_dataset(test_images, cfg.image_size, cfg.resize).batch(64)
+    # In batches of --batch-size, the size chosen to fit: a fixed 64 at 224 px was seen to take 800 MB more
+    # than training itself in batches of 8.
+    test_pixels = pixels_dataset(test_images, cfg.image_size, cfg.resize).batch(cfg.batch_size)
     if who.replicas == 1:
         scores = model.predict(test_pixels, verbose=0)
     else:
@@ -335,7 +428,7 @@ def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
         score = tf.function(lambda x: model(x, training=False))
         scores = np.concatenate([score(x).numpy() for x in test_pixels])
     info = {"unfrozen_layers": unfrozen, "config": asdict(cfg), "distribution": who.to_dict(), "selected": selection,
-            "weights_sha256": distribute.weights_digest(model)}
+            "pixel_cache": "disk" if cache_dir else "memory", "weights_sha256": distribute.weights_digest(model)}
     if who.workers > 1:
         info["shard"] = {"worker": who.worker_index, "images": train_feed.shard_images}
     return TrainedModel(model, cfg, data, split, histories, scores, time.monotonic() - started, info=info,
