@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from training import data as datasets
 from training import distribute
+from training import logs as tensorboard_logs
 from training.backbones import registry
 from training.distribute import make_strategy
 from training.model import build_classifier, unfreeze_top
@@ -60,6 +61,7 @@ class TrainConfig:
     seed: int = 0  # weights of the new head, shuffling, augmentation, dropout
     split_seed: int = 0  # kept apart so that runs with other training seeds are scored on the same test set
     cache_dir: str | None = None  # decoded pixels cached on disk here; None: in memory when they fit
+    log_dir: str | None = None  # TensorBoard logs (training.logs); written by the chief only
     verbose: int = 1
 
     def validate(self) -> None:
@@ -239,8 +241,8 @@ def warmup_steps(per_epoch: int, total: int) -> int:
     return max(1, min(max(per_epoch, MIN_WARMUP_STEPS), total // 2))
 
 
-def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *,
-         min_epochs: int = 0) -> tuple[dict[str, list[float]], keras.callbacks.EarlyStopping | None]:
+def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *, min_epochs: int = 0,
+         extra_callbacks=()) -> tuple[dict[str, list[float]], keras.callbacks.EarlyStopping | None]:
     """Train ``epochs`` epochs; return the history and the early stopping (its ``best`` is the monitored
     value of the weights it restored), or ``({}, None)`` for no epochs."""
     if epochs == 0:
@@ -251,7 +253,7 @@ def _fit(model, train: _Feed, val: _Feed | None, epochs, cfg, strategy, *,
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss" if has_val else "loss", patience=cfg.patience, restore_best_weights=True,
         start_from_epoch=min_epochs)
-    callbacks = [stopper]
+    callbacks = [*extra_callbacks, stopper]  # the logs first: they must see the epoch before any restore
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.num_replicas_in_sync > 1:
         return _fit_multi_worker(model, train, val, epochs, cfg, strategy, callbacks), stopper
     # shuffle=False: the tf.data pipeline shuffles; Keras would ignore the flag for a dataset and warn.
@@ -395,8 +397,11 @@ def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
         model, base = build_classifier(registry.get(cfg.backbone), cfg.image_size, num_classes,
                                        dropout=cfg.dropout, weights=cfg.weights)
         model.compile(keras.optimizers.Adam(cfg.head_learning_rate), loss, metrics=["accuracy"])
+    writer = tf.summary.create_file_writer(cfg.log_dir) if cfg.log_dir and who.chief else None
+    scalars = lambda phase, first: [tensorboard_logs.EpochScalars(writer, phase, first)] if writer else []  # noqa: E731
     histories, stoppers = {}, {}
-    histories["phase1"], stoppers["phase1"] = _fit(model, train_feed, val_feed, cfg.head_epochs, cfg, strategy)
+    histories["phase1"], stoppers["phase1"] = _fit(model, train_feed, val_feed, cfg.head_epochs, cfg, strategy,
+                                                   extra_callbacks=scalars(1, 0))
     unfrozen = 0
     if cfg.fine_tune_epochs:
         phase1_weights = model.get_weights()  # the best of phase 1 (early stopping restored them)
@@ -410,8 +415,9 @@ def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
             schedule = keras.optimizers.schedules.CosineDecay(
                 0.0, max(1, total - warmup), warmup_target=cfg.fine_tune_learning_rate, warmup_steps=warmup)
             model.compile(keras.optimizers.Adam(schedule), loss, metrics=["accuracy"])
-        histories["phase2"], stoppers["phase2"] = _fit(model, train_feed, val_feed, cfg.fine_tune_epochs, cfg,
-                                                       strategy, min_epochs=cfg.fine_tune_epochs // 2)
+        histories["phase2"], stoppers["phase2"] = _fit(
+            model, train_feed, val_feed, cfg.fine_tune_epochs, cfg, strategy, min_epochs=cfg.fine_tune_epochs // 2,
+            extra_callbacks=scalars(2, len(histories["phase1"].get("loss", []))))
         if _best_phase(stoppers) == "phase1":
             model.set_weights(phase1_weights)  # every worker decides alike: their logs are the same
     selection = _selection(stoppers)
@@ -427,6 +433,10 @@ def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
         # multi-worker strategy would shard the test images and gather them back in replica order.
         score = tf.function(lambda x: model(x, training=False))
         scores = np.concatenate([score(x).numpy() for x in test_pixels])
+    if writer is not None:
+        epochs = sum(len(h.get("loss", [])) for h in histories.values())
+        tensorboard_logs.write_confusion(writer, data.labels[split.test], scores.argmax(axis=1), data.classes, epochs)
+        writer.close()
     info = {"unfrozen_layers": unfrozen, "config": asdict(cfg), "distribution": who.to_dict(), "selected": selection,
             "pixel_cache": "disk" if cache_dir else "memory", "weights_sha256": distribute.weights_digest(model)}
     if who.workers > 1:
