@@ -110,6 +110,7 @@ def main() -> None:
                 if key in done or (k is None and method != "tlserve" and seed != args.seeds[0]):
                     continue  # the classical methods are deterministic on the whole pool: one seed is enough
                 started = time.monotonic()
+                extra: dict = {}
                 if method == "svc_raw_pixels":
                     predicted = SVC(gamma=0.001).fit(digits.data[chosen], y_train).predict(digits.data[test])
                 elif method == "logreg_raw_pixels":
@@ -122,8 +123,10 @@ def main() -> None:
                     split = datasets.Split(train=chosen, val=np.empty(0, dtype=chosen.dtype), test=test,
                                            test_fraction=0.25, val_fraction=0.0, seed=0)
                     cfg = TrainConfig(data="builtin:digits", name="digits", seed=seed, val_fraction=0.0, verbose=0)
-                    predicted = train(cfg, data=data, split=split).test_scores.argmax(axis=1)
-                record({"labels_per_class": k_text, "method": method, "seed": seed,
+                    trained = train(cfg, data=data, split=split)
+                    predicted = trained.test_scores.argmax(axis=1)
+                    extra["kept_phase"] = trained.info["selected"]["phase"]
+                record({**extra, "labels_per_class": k_text, "method": method, "seed": seed,
                         "accuracy": float(np.mean(predicted == y_test)), "train_images": int(len(chosen)),
                         "test_images": int(len(test)), "seconds": round(time.monotonic() - started, 1)})
 

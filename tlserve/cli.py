@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace) -> int:
         fine_tune_learning_rate=args.fine_tune_lr,
         fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
         augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
-        split_seed=args.split_seed,
+        split_seed=args.split_seed, cache_dir=args.cache_dir, log_dir=args.log_dir,
         test_fraction=args.test_fraction, val_fraction=args.val_fraction, verbose=0 if args.quiet else 1,
     )
     cfg.validate()
@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the open-set score exported as unknown_score (default: the best in bench/open_set.py)")
     t.add_argument("--false-rejection", type=_fraction,
                    help="fraction of known (validation) images the unknown threshold may reject (default: 1%%)")
+    t.add_argument("--cache-dir", help="cache the decoded pixels on disk here, for data larger than memory (default: "
+                   "in memory when they take at most a quarter of it, else in a temporary folder)")
+    t.add_argument("--log-dir", help="TensorBoard logs here: per-epoch loss, accuracy, learning rate; confusion matrix")
     t.add_argument("--quiet", action="store_true", help="no Keras progress bars")
     t.set_defaults(run=_train)
 

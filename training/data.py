@@ -2,7 +2,10 @@
 
 Every image is decoded once, here, by the very decoder the exported model uses
 (:func:`training.preprocessing.decode`), so a file that would break training or serving is found up front and
-left out with a reason instead of failing half-way through an epoch.
+left out with a reason instead of failing half-way through an epoch. Files are checked one at a time and
+not kept in memory: a folder or CSV gives :class:`ImageFiles`, which reads a file's bytes when asked for them
+(the training pipeline reads them inside tf.data), so the data may be larger than memory. Files must not
+change between the check and the end of training.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -31,12 +36,43 @@ class DataError(ValueError):
     """Bad training data; message says what is wrong and how to fix it."""
 
 
+class ImageFiles(Sequence):
+    """Encoded images as a sequence of bytes read from their files on access (nothing is held in memory).
+
+    ``files[i]`` reads one file, ``files[a:b]`` a list of them; :meth:`take` gives the files at some indices."""
+
+    def __init__(self, paths: list[str], digests: list[str] | None = None):
+        self.paths = list(paths)
+        self.digests = list(digests) if digests is not None else None  # SHA-256 hex of each, when known
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [Path(p).read_bytes() for p in self.paths[index]]
+        return Path(self.paths[index]).read_bytes()
+
+    def take(self, indices) -> ImageFiles:
+        digests = [self.digests[int(i)] for i in indices] if self.digests is not None else None
+        return ImageFiles([self.paths[int(i)] for i in indices], digests)
+
+
+def take(images: Sequence[bytes], indices) -> Sequence[bytes]:
+    """``images`` at ``indices``: an :class:`ImageFiles` stays one (no file is read), a list is a list."""
+    if isinstance(images, ImageFiles):
+        return images.take(indices)
+    return [images[int(i)] for i in indices]
+
+
 @dataclass
 class LabelledImages:
-    """Images with integer labels; ``labels[i]`` indexes ``classes`` and belongs to ``images[i]``."""
+    """Images with integer labels; ``labels[i]`` indexes ``classes`` and belongs to ``images[i]``.
+
+    ``images`` is a list of bytes for the built-in sets and an :class:`ImageFiles` for a folder or CSV."""
 
     classes: list[str]
-    images: list[bytes]
+    images: Sequence[bytes]
     labels: np.ndarray
     sources: list[str]
     skipped: list[tuple[str, str]]
@@ -90,8 +126,7 @@ def load_images(spec: str, *, min_per_class: int = 5) -> LabelledImages:
     if not entries:
         raise DataError(f"no images found in {spec}: expected {ACCEPTED_FORMS}, "
                         f"with images ending in {', '.join(IMAGE_SUFFIXES)}")
-    items, unreadable = _read_files(entries)
-    return _checked(class_names, items, not_images + unreadable, min_per_class=min_per_class)
+    return _checked(class_names, _read_files(entries), not_images, min_per_class=min_per_class, lazy=True)
 
 
 def split_indices(labels: np.ndarray, *, test_fraction: float = 0.25, val_fraction: float = 0.15,
@@ -118,8 +153,10 @@ def split_indices(labels: np.ndarray, *, test_fraction: float = 0.25, val_fracti
 
 def fingerprint(data: LabelledImages) -> str:
     """SHA-256 hex of the (image hash, class name) pairs, sorted, so file order and paths do not matter."""
-    pairs = sorted((hashlib.sha256(image).hexdigest(), data.classes[label])
-                   for image, label in zip(data.images, data.labels, strict=True))
+    images = data.images
+    digests = (images.digests if isinstance(images, ImageFiles) and images.digests is not None
+               else (hashlib.sha256(image).hexdigest() for image in images))  # files: hashed when checked
+    pairs = sorted((digest, data.classes[label]) for digest, label in zip(digests, data.labels, strict=True))
     # JSON keeps the encoding unambiguous whatever characters the class names contain.
     return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
@@ -168,26 +205,28 @@ def _csv_entries(csv_path: Path) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def _read_files(entries):
-    """Read each file; unreadable files become ``(path, reason)`` skips rather than errors."""
-    items, skipped = [], []
+    """(path, label, bytes) of each file, one at a time; an unreadable file gives ``(path, label, OSError)``."""
     for path, label in entries:
         try:
-            items.append((path, label, Path(path).read_bytes()))
+            yield path, label, Path(path).read_bytes()
         except OSError as err:
-            skipped.append((path, f"cannot read file: {err.strerror or err}"))
-    return items, skipped
+            yield path, label, err
 
 
-def _checked(class_names, items, skipped, *, min_per_class):
-    """Decode every image once, drop the ones the model's decoder rejects, and enforce the class checks."""
+def _checked(class_names, items, skipped, *, min_per_class, lazy=False):
+    """Decode every image once, drop the ones the model's decoder rejects, and enforce the class checks.
+
+    ``items`` may be a generator: one image's bytes at a time are held. ``lazy``: keep the paths and the
+    bytes' SHA-256, not the bytes (the images are files that :class:`ImageFiles` reads again when needed)."""
     skipped = list(skipped)
-    usable = []
+    usable: list[tuple[str, str, Any]] = []  # (source, label, image bytes, or their sha256 when lazy)
     for source, label, image in items:
-        reason = _decode_error(image)
+        reason = (f"cannot read file: {image.strerror or image}" if isinstance(image, OSError)
+                  else _decode_error(image))
         if reason:
             skipped.append((source, reason))
         else:
-            usable.append((source, label, image))
+            usable.append((source, label, hashlib.sha256(image).hexdigest() if lazy else image))
     if len(class_names) < 2:
         found = f"only the class {class_names[0]!r}" if class_names else "no classes"
         raise DataError(f"found {found}; a classifier needs at least two classes of images")
@@ -200,11 +239,12 @@ def _checked(class_names, items, skipped, *, min_per_class):
         raise DataError(f"too few usable images: {', '.join(too_few)}; every class needs at least "
                         f"{min_per_class}{note}. Add images to those classes or remove them")
     index = {name: i for i, name in enumerate(class_names)}
+    sources = [source for source, _, _ in usable]
     return LabelledImages(
         classes=list(class_names),
-        images=[image for _, _, image in usable],
+        images=ImageFiles(sources, [d for _, _, d in usable]) if lazy else [image for _, _, image in usable],
         labels=np.array([index[label] for _, label, _ in usable], dtype=np.int64),
-        sources=[source for source, _, _ in usable],
+        sources=sources,
         skipped=skipped,
     )
 

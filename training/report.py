@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ class EvaluationInput:
     classes: list[str]
     y_true: np.ndarray
     scores: np.ndarray
-    images: list[bytes]
+    images: Sequence[bytes]  # a list, or ImageFiles (read from disk when asked)
     sources: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -230,7 +231,7 @@ def _decoded(data: bytes) -> np.ndarray | None:
         return None
 
 
-def _plot_gallery(misclassified: list[dict], images: list[bytes], path: Path) -> None:
+def _plot_gallery(misclassified: list[dict], images: Sequence[bytes], path: Path) -> None:
     shown = misclassified[:GALLERY_MAX]
     cols = min(6, len(shown))
     rows = math.ceil(len(shown) / cols)
