@@ -1,6 +1,7 @@
 """Few labels: test accuracy on digits against labelled images per class (a benchmark, not a test).
 
     nice .venv/bin/python bench/learning_curve.py [--per-class 5 10 20 50 all] [--seeds 0 1 2]
+    .venv/bin/python bench/learning_curve.py --summary docs/learning_curve.png   # table (markdown) and plot
 
 The test split is the one every digits figure in this project uses (stratified 25%, random_state=0: 450
 images); the other 1,347 are the pool. For each number k of labelled images per class and each seed, k
@@ -63,13 +64,73 @@ def frozen_features(images: list[bytes]) -> np.ndarray:
     return model.predict(pixels_dataset(images, IMAGE_SIZE, "stretch").batch(64), verbose=0)
 
 
+LABELS = {"tlserve": "tlserve (MobileNetV2 fine-tuned)", "svc_raw_pixels": "SVC, raw pixels",
+          "logreg_raw_pixels": "logistic regression, raw pixels",
+          "frozen_features_logreg": "logistic regression, frozen MobileNetV2 features"}
+
+
+def summarise(rows: list[dict]) -> tuple[list[str], dict[str, dict[str, tuple[float, float, int]]]]:
+    """Labels-per-class values in order, and {method: {k: (mean, std, seeds)}} of the test accuracy."""
+    order = sorted({r["labels_per_class"] for r in rows}, key=lambda k: (k == "all", int(k) if k != "all" else 0))
+    table: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for method in ("tlserve", "svc_raw_pixels", "logreg_raw_pixels", "frozen_features_logreg"):
+        for k in order:
+            values = [r["accuracy"] for r in rows if r["method"] == method and r["labels_per_class"] == k]
+            if values:
+                table.setdefault(method, {})[k] = (float(np.mean(values)), float(np.std(values)), len(values))
+    return order, table
+
+
+def markdown(order, table) -> str:
+    lines = ["| labels per class | " + " | ".join(LABELS[m] for m in table) + " |",
+             "|---|" + "---|" * len(table)]
+    for k in order:
+        cells = []
+        for m in table:
+            mean, std, n = table[m].get(k, (float("nan"), 0.0, 0))
+            cells.append(f"{mean:.3f} ± {std:.3f} ({n})" if n > 1 else f"{mean:.3f} ({n})" if n else "")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(order, table, pool: int, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    x_of = {k: (pool / 10 if k == "all" else int(k)) for k in order}
+    for m, points in table.items():
+        ks = [k for k in order if k in points]
+        ax.errorbar([x_of[k] for k in ks], [points[k][0] for k in ks], yerr=[points[k][1] for k in ks],
+                    marker="o", capsize=3, label=LABELS[m], linewidth=2.5 if m == "tlserve" else 1.2)
+    ax.set_xscale("log")
+    ax.set_xticks([x_of[k] for k in order], [k if k != "all" else f"all\n({pool} images)" for k in order])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled images per class (digits, 10 classes)")
+    ax.set_ylabel("test accuracy (450 images)")
+    ax.set_title("Few labels: mean over seeds, error bars one standard deviation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", nargs="+", default=["5", "10", "20", "50", "all"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summary", type=Path, metavar="PNG",
+                        help="print the results in --out as a markdown table, plot them into PNG, and stop")
     args = parser.parse_args()
+    if args.summary:
+        results = json.loads(args.out.read_text())
+        order, table = summarise(results["rows"])
+        print(markdown(order, table))
+        plot(order, table, results["pool_images"], args.summary)
+        return
 
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression

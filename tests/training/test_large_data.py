@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -61,7 +62,15 @@ def _train_measured(folder: Path, out: Path, *extra: str) -> dict:
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stdout": proc.stdout}
 
 
-def test_training_on_pixels_larger_than_the_cap_stays_under_it(tmp_path):
+@pytest.fixture
+def big_tmp(tmp_path):
+    """tmp_path, emptied afterwards: pytest keeps the last runs' folders, and these hold ~500 MB."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_training_on_pixels_larger_than_the_cap_stays_under_it(big_tmp):
+    tmp_path = big_tmp
     # The TensorFlow baseline: the same command on a tenth of the images (TensorFlow, the model, training and
     # export, and 43 MB of pixels). The cap: that plus half the pixels of the large folder.
     small = _train_measured(_write_folder(tmp_path / "small", PER_CLASS // 10, SIZE), tmp_path / "models-small",
