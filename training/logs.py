@@ -68,26 +68,13 @@ class EpochScalars(keras.callbacks.Callback):
 
 
 def confusion_png(matrix: np.ndarray, classes: list[str], title: str) -> bytes:
-    """A confusion matrix (rows true, columns predicted) drawn as a PNG."""
+    """The report's confusion-matrix figure, as PNG bytes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
-    side = min(3 + 0.4 * len(classes), 16)
-    fig = Figure(figsize=(side + 1, side))
+    from training.report import confusion_figure
+
+    fig = confusion_figure(matrix, classes, title)
     FigureCanvasAgg(fig)  # no pyplot: no display, no global state
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    ticks = range(len(classes))
-    ax.set_xticks(ticks, classes, rotation=90, parse_math=False)
-    ax.set_yticks(ticks, classes, parse_math=False)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if len(classes) <= 30:
-        for (row, col), count in np.ndenumerate(matrix):
-            ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > matrix.max() / 2 else "black")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     return buffer.getvalue()

@@ -161,8 +161,13 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def _plot_confusion(report: dict, path: Path) -> None:
-    matrix = np.array(report["confusion_matrix"])
-    classes = report["classes"]
+    _save(confusion_figure(np.array(report["confusion_matrix"]), report["classes"],
+                           f"Confusion matrix (accuracy {report['accuracy']:.3f})"), path)
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str], title: str) -> Figure:
+    """A confusion matrix (rows true, columns predicted), counts written in the cells for up to 30 classes; the
+    report's PNG and the TensorBoard image (training/logs.py) are both this figure."""
     side = min(4 + 0.4 * len(classes), 20)
     fig = Figure(figsize=(side + 1, side))
     ax = fig.subplots()
@@ -174,13 +179,13 @@ def _plot_confusion(report: dict, path: Path) -> None:
     ax.set_yticks(ticks, classes, parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (accuracy {report['accuracy']:.3f})")
+    ax.set_title(title, parse_math=False)
     if len(classes) <= ANNOTATE_MAX_CLASSES:
         threshold = matrix.max() / 2
         for (row, col), count in np.ndenumerate(matrix):
             ax.text(col, row, str(count), ha="center", va="center",
                     color="white" if count > threshold else "black", fontsize=8)
-    _save(fig, path)
+    return fig
 
 
 def _plot_curves(phase: str, history: dict[str, list[float]], path: Path) -> None:
