@@ -56,10 +56,10 @@ class InferenceStats:
     def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """One batch the version's batcher ran: its size, each item's wait, its run time."""
         c = self._of(model, version)
-        run_ns = int(stats.run_s * 1e9)
+        run_ns = round(stats.run_s * 1e9)
         c.execution_count += 1
         _add(c.batches.setdefault(stats.size, Duration()), 1, run_ns)
-        _add(c.queue, len(stats.queue_waits_s), int(sum(stats.queue_waits_s) * 1e9))
+        _add(c.queue, len(stats.queue_waits_s), round(sum(stats.queue_waits_s) * 1e9))
         _add(c.compute_infer, stats.size, run_ns * stats.size)
 
     def forget(self, model: str, version: int) -> None:
