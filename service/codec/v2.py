@@ -29,7 +29,7 @@ import numpy as np
 from service.codec import dtypes
 from service.codec.json_body import load_object
 from service.core.dataplane import SharedMemoryRef, SharedMemoryRegion
-from service.core.errors import InvalidInput, shown
+from service.core.errors import InvalidInput, NotImplementedYet, shown
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
 # Triton's shared-memory parameters of an input or a requested output (extension_shared_memory.md)
@@ -402,6 +402,24 @@ def parse_index_request(body: bytes) -> bool:
     if not isinstance(ready, bool):
         raise InvalidInput(f"'ready' must be true or false, got {ready!r}")
     return ready
+
+
+def check_load_parameters(names: Iterable[str]) -> None:
+    """A repository load's parameters (REST's ``{"parameters": {...}}``, gRPC's map): Triton's ``config`` override and
+    ``file:`` contents are not supported (versions load from the repository as they are), and silently ignoring them
+    would serve something else than the client asked for."""
+    unsupported = sorted(names)
+    if unsupported:
+        raise NotImplementedYet(f"repository load parameters are not supported ({', '.join(map(shown, unsupported))}): "
+                                "tlserve loads a model's versions from the repository as they are")
+
+
+def load_parameter_names(body: bytes) -> list[str]:
+    """The parameter names of REST's load body (an empty body has none)."""
+    if not body.strip():
+        return []
+    parameters = _parameters(load_object(body), "load request")
+    return list(parameters)
 
 
 def binary_output_names(request: V2Request, output_names: Iterable[str]) -> set[str]:

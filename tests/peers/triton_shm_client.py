@@ -28,10 +28,11 @@ def field(output, name):
 
 
 def error_of(call):
+    """The server's answer to a bad call: [status, message] (status "400" over HTTP, "StatusCode.X" over gRPC)."""
     try:
         call()
     except utils.InferenceServerException as exc:
-        return exc.message()
+        return [str(exc.status()), exc.message()]
     return None
 
 

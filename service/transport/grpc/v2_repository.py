@@ -3,6 +3,7 @@ effect of REST's ``/v2/repository`` routes (the same data-plane calls). A mixin 
 
 from __future__ import annotations
 
+from service.codec.v2 import check_load_parameters
 from service.core.dataplane import DataPlane
 from service.transport.grpc.calls import describe, rpc
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
@@ -24,11 +25,13 @@ class RepositoryRpcs:
     async def RepositoryModelLoad(self, request, context):
         # As over REST: the model is (re)scanned now; whether a version is ready is ModelReady's to tell.
         describe(model=request.model_name)
+        check_load_parameters(request.parameters.keys())
         await self.dataplane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @rpc(PROTOCOL, "repository_unload")
     async def RepositoryModelUnload(self, request, context):
+        # Its one parameter, unload_dependents, concerns ensembles: tlserve serves none, so there are no dependents.
         describe(model=request.model_name)
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()

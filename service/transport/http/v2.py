@@ -100,6 +100,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
     @router.post("/v2/repository/models/{model}/load", summary="Load (re-scan) a model now")
     async def load(request: Request, model: str):
         describe(request, model=model, protocol=PROTOCOL, api="repository_load")
+        v2_codec.check_load_parameters(v2_codec.load_parameter_names(await read_body(request, max_body_bytes)))
         return json_response({"name": model, "ready": await dataplane.load_model(model)})
 
     @router.post("/v2/repository/models/{model}/unload", summary="Unload a model until the next load")

@@ -7,11 +7,15 @@ import json
 import subprocess
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import tensorflow as tf
 
 from service.settings import Settings
+from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
+from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
+from tests.conftest import grpc_channel
 from tests.service.conftest import start_server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,14 +73,14 @@ def test_tritonclient_shared_memory_and_repository_flows(simple_server, protocol
     assert flow["response_data"] is False  # the response carries no data for an output in shared memory
 
     errors = flow["errors"]
-    assert "does not exist" in errors["unknown_key"]
-    assert "exceeds" in errors["too_big"]
-    assert "already registered" in errors["twice"]
-    assert "unknown shared memory region 'nope'" in errors["unknown_region"]
-    assert "exceeds the region's 128 bytes" in errors["past_region"]
-    assert "needs 64" in errors["wrong_size"]
-    assert "the output needs 64 bytes" in errors["output_too_small"]
-    assert "no GPU shared memory" in errors["cuda_register"]
+    bad_input = "400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT"
+    for key, text in (("unknown_key", "does not exist"), ("too_big", "exceeds"), ("twice", "already registered"),
+                      ("unknown_region", "unknown shared memory region 'nope'"),
+                      ("past_region", "exceeds the region's 128 bytes"), ("wrong_size", "needs 64"),
+                      ("output_too_small", "the output needs 64 bytes")):
+        assert errors[key][0] == bad_input and text in errors[key][1], (key, errors[key])
+    assert errors["cuda_register"][0] == ("501" if protocol == "http" else "StatusCode.UNIMPLEMENTED")
+    assert "no GPU shared memory" in errors["cuda_register"][1]
 
     assert answer["reuse"] == [True, True, True]
 
@@ -106,6 +110,39 @@ def test_shared_memory_errors_are_client_errors_on_rest(simple_server):
         infer["inputs"][0]["data"] = [0] * 16
         response = client.post("/v2/models/simple/infer", json=infer)
         assert response.status_code == 400 and "has data too" in response.json()["error"]
+        response = client.post("/v2/repository/models/simple/load", json={"parameters": {"config": "{}"}})
+        assert response.status_code == 501 and "config" in response.json()["error"]
         response = client.post("/v2/cudasharedmemory/region/g/register", json={"byte_size": 4})
         assert response.status_code == 501 and "no GPU shared memory" in response.json()["error"]
         assert client.get("/v2/cudasharedmemory/status").json() == []
+
+
+def test_grpc_codes_and_the_ready_index(simple_server, tmp_path):
+    """The project's own stubs: each mistake its table code; RepositoryIndex(ready=True) lists the ready versions."""
+    with grpc_channel(simple_server) as channel:
+        v2 = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for call, request, code in (
+            (v2.SystemSharedMemoryRegister, pb.SystemSharedMemoryRegisterRequest(name="r", key="/nope-tlserve",
+                                                                                byte_size=4), "INVALID_ARGUMENT"),
+            (v2.SystemSharedMemoryRegister, pb.SystemSharedMemoryRegisterRequest(name="r", key="/../etc/passwd",
+                                                                                byte_size=4), "INVALID_ARGUMENT"),
+            (v2.SystemSharedMemoryStatus, pb.SystemSharedMemoryStatusRequest(name="r"), "NOT_FOUND"),
+            (v2.CudaSharedMemoryRegister, pb.CudaSharedMemoryRegisterRequest(name="g", byte_size=4), "UNIMPLEMENTED"),
+            (v2.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name="../x"), "NOT_FOUND"),
+            (v2.RepositoryModelLoad, pb.RepositoryModelLoadRequest(
+                model_name="simple", parameters={"config": pb.ModelRepositoryParameter(string_param="{}")}),
+             "UNIMPLEMENTED"),
+        ):
+            with pytest.raises(grpc.RpcError) as failed:
+                call(request, timeout=30)
+            assert failed.value.code() == grpc.StatusCode[code], (request, failed.value.details())
+        request = pb.ModelInferRequest(model_name="simple")
+        tensor = request.inputs.add(name="INPUT0", datatype="INT32", shape=[1, 16])
+        tensor.parameters["shared_memory_region"].string_param = "r"
+        tensor.parameters["shared_memory_byte_size"].int64_param = 64
+        tensor.contents.int_contents.extend([0] * 16)
+        with pytest.raises(grpc.RpcError) as failed:
+            v2.ModelInfer(request, timeout=30)
+        assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "contents too" in failed.value.details()
+        ready = v2.RepositoryIndex(pb.RepositoryIndexRequest(ready=True), timeout=30)
+        assert [(m.name, m.version, m.state) for m in ready.models] == [("simple", "1", "READY")]
