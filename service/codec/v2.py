@@ -34,8 +34,6 @@ from service.core.errors import InvalidInput, NotImplementedYet, shown
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
 # Triton's shared-memory parameters of an input or a requested output (extension_shared_memory.md)
 SHM_REGION, SHM_BYTE_SIZE, SHM_OFFSET = "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"
-# Server metadata's extensions: exactly the Triton/KServe extensions both transports implement.
-EXTENSIONS = ("binary_tensor_data", "model_repository", "system_shared_memory")
 ReadShared = Callable[[SharedMemoryRef], bytes]  # the data plane's shared_memory_read
 WriteShared = Callable[[SharedMemoryRef, bytes], None]  # and its shared_memory_write
 

@@ -1,10 +1,14 @@
-"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with Triton's
-model-repository (``v2_repository.py``) and shared-memory (``v2_shared_memory.py``) extensions."""
+"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with Triton's model
+configuration, statistics and classification extensions (``codec/triton.py``), model repository
+(``v2_repository.py``) and shared memory (``v2_shared_memory.py``). The RPCs of the proto this servicer does not
+override answer UNIMPLEMENTED (the generated base class)."""
 
 from __future__ import annotations
 
+from google.protobuf import json_format
+
+from service.codec import triton
 from service.codec.v2 import (
-    EXTENSIONS,
     decode_grpc_inputs,
     fill_infer_outputs,
     parameter_values,
@@ -43,7 +47,7 @@ class InferenceServicer(RepositoryRpcs, SharedMemoryRpcs, grpc_service_pb2_grpc.
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="tlserve", version=self._version,
-                                         extensions=list(EXTENSIONS))
+                                         extensions=list(triton.GRPC_EXTENSIONS))
 
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
@@ -67,12 +71,28 @@ class InferenceServicer(RepositoryRpcs, SharedMemoryRpcs, grpc_service_pb2_grpc.
             signature = request.parameters["signature_name"].string_param
         target = Target(request.model_name, parse_version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
-        in_shm = requested_shared_outputs((o.name, parameter_values(o.parameters)) for o in request.outputs)
+        requested = [(o.name, parameter_values(o.parameters)) for o in request.outputs]
+        counts = triton.class_counts(requested)
+        in_shm = requested_shared_outputs(requested)
         number, outputs = await self.dataplane.predict(target, signature, inputs, output_filter=wanted,
-                                                       deadline=self.dataplane.deadline(timeout_of(context)))
+                                                       deadline=self.dataplane.deadline(timeout_of(context)),
+                                                       class_counts=counts)
         describe(version=number)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
         shared = write_shared_outputs(outputs, in_shm, self.dataplane.shared_memory_write)
         fill_infer_outputs(response, outputs, raw=bool(request.raw_input_contents), shared=shared)
         return response
+
+    @rpc(PROTOCOL, "model_config")
+    async def ModelConfig(self, request, context):
+        describe(model=request.name)
+        config = self.dataplane.model_config(Target(request.name, parse_version(request.version)))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(triton.model_config_json(config), pb.ModelConfig()))
+
+    @rpc(PROTOCOL, "model_statistics")
+    async def ModelStatistics(self, request, context):
+        describe(model=request.name)
+        stats = self.dataplane.statistics(request.name or None, parse_version(request.version))
+        return json_format.ParseDict(triton.statistics_json(stats), pb.ModelStatisticsResponse())
+

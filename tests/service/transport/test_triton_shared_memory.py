@@ -59,7 +59,8 @@ def run_peer(protocol: str, url: str) -> dict:
 def test_tritonclient_shared_memory_and_repository_flows(simple_server, protocol):
     url = simple_server.url.removeprefix("http://") if protocol == "http" else simple_server.grpc_target
     answer = run_peer(protocol, url)
-    assert answer["extensions"] == ["binary_tensor_data", "model_repository", "system_shared_memory"]
+    shared = ["classification", "model_configuration", "statistics", "model_repository", "system_shared_memory"]
+    assert answer["extensions"] == (["binary_tensor_data", *shared] if protocol == "http" else shared)
 
     flow = answer["shm"]
     assert flow["sum"] == [[i + 1 for i in range(16)]] and flow["difference"] == [[i - 1 for i in range(16)]]
