@@ -114,3 +114,28 @@ def test_a_region_whose_key_was_removed_is_reclaimed(shm, tmp_path):
     (tmp_path / "obj").write_bytes(b"new object, same key")
     shm.register(SharedMemoryRegion("r", "/obj", 0, 8))  # registering again works
     assert shm.read(SharedMemoryRef("r", 3)) == b"new"
+
+
+def test_the_runtime_closes_every_region_at_shutdown(tmp_path):
+    """The one lifecycle's stop (every entry point's) gives every region's descriptor back."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from service.app import build_runtime
+    from service.settings import Settings
+
+    (tmp_path / "repo").mkdir()
+    runtime = build_runtime(Settings(model_repo=tmp_path / "repo", grpc_port=-1), CollectorRegistry())
+    runtime.dataplane.shared_memory.root = tmp_path
+    (tmp_path / "obj").write_bytes(b"\0" * 8)
+
+    async def serve_and_stop():
+        await runtime.start()
+        runtime.dataplane.shared_memory_register(SharedMemoryRegion("r", "/obj", 0, 8))
+        assert len(runtime.dataplane.shared_memory_status()) == 1
+        await runtime.stop()
+
+    fds = open_fds()
+    asyncio.run(serve_and_stop())
+    assert runtime.dataplane.shared_memory_status() == [] and open_fds() <= fds
