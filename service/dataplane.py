@@ -159,10 +159,12 @@ class RepositoryDataPlane:
         signature = signatures.get(DEFAULT_SIGNATURE) or next(iter(signatures.values()))
         batched = signature.batchable
         available = [s.number for s in self.repository.statuses(target.model) if s.state == AVAILABLE]
+        policy = self.repository.spec(target.model).policy
         return ModelConfiguration(
             name=target.model, version=version.number, versions=available, signature=signature,
             max_batch_size=version.batching.max_batch_size if batched else 0,
-            batching=version.batching.as_dict() if batched else None, has_labels=version.class_names is not None)
+            batching=version.batching.as_dict() if batched else None, has_labels=version.class_names is not None,
+            policy=policy.kind, policy_count=policy.count, policy_versions=tuple(policy.versions))
 
     def statistics(self, model: str | None = None, version: int | None = None) -> list[VersionStatistics]:
         if model is None:

@@ -85,6 +85,14 @@ def _dims(shape: tuple[int | None, ...] | None, batched: bool) -> list[int]:
     return dims[1:] if batched else dims
 
 
+def _version_policy(config: ModelConfiguration) -> dict[str, Any]:
+    if config.policy == "all":
+        return {"all": {}}
+    if config.policy == "specific":
+        return {"specific": {"versions": list(config.policy_versions)}}
+    return {"latest": {"num_versions": config.policy_count}}
+
+
 def model_config_json(config: ModelConfiguration) -> dict[str, Any]:
     """The configuration as Triton's ``GET /v2/models/{m}/config`` answers it (and the ModelConfig message's
     fields): data types as ``TYPE_*``, dims without the batch dimension when ``max_batch_size > 0``."""
@@ -102,7 +110,8 @@ def model_config_json(config: ModelConfiguration) -> dict[str, Any]:
             entry["label_filename"] = LABEL_FILENAME
         outputs.append(entry)
     doc: dict[str, Any] = {"name": config.name, "platform": PLATFORM, "backend": BACKEND,
-                           "max_batch_size": config.max_batch_size, "input": inputs, "output": outputs}
+                           "version_policy": _version_policy(config), "max_batch_size": config.max_batch_size,
+                           "input": inputs, "output": outputs}
     if batched and config.batching is not None:
         doc["dynamic_batching"] = {
             "preferred_batch_size": list(config.batching["allowed_batch_sizes"]),

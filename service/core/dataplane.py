@@ -150,6 +150,11 @@ class ModelConfiguration:
     max_batch_size: int
     batching: dict[str, Any] | None  # BatchingSettings.as_dict() when max_batch_size > 0
     has_labels: bool
+    # The model's version policy (TF Serving's, which Triton's mirrors): "latest" (the ``policy_count`` newest),
+    # "all", or "specific" (``policy_versions``).
+    policy: str = "latest"
+    policy_count: int = 1
+    policy_versions: tuple[int, ...] = ()
 
 
 @dataclass

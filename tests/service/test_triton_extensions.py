@@ -87,7 +87,8 @@ def infer_json(pixels: np.ndarray, **output) -> dict:
 # -- model configuration ---------------------------------------------------------------------------------------
 
 IMAGE_CONFIG = {
-    "name": MODEL, "platform": "tensorflow_savedmodel", "backend": "tensorflow", "max_batch_size": 8,
+    "name": MODEL, "platform": "tensorflow_savedmodel", "backend": "tensorflow",
+    "version_policy": {"latest": {"num_versions": 1}}, "max_batch_size": 8,
     "input": [{"name": "image", "data_type": "TYPE_FP32", "format": "FORMAT_NHWC", "dims": [8, 8, 3]}],
     "output": [{"name": "probs", "data_type": "TYPE_FP32", "dims": [4], "label_filename": "labels.txt"}],
     "dynamic_batching": {"preferred_batch_size": [], "max_queue_delay_microseconds": 1000},

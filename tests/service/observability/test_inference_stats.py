@@ -55,8 +55,10 @@ def test_a_model_without_a_batch_dimension_keeps_its_dims_and_has_no_batcher():
     signature = SignatureInfo("serving_default", "tensorflow/serving/predict",
                               {"s": TensorSpec("s", dtypes.BYTES, (2, 3)), "n": TensorSpec("n", dtypes.INT64, None)},
                               {"o": TensorSpec("o", dtypes.FP16, (4, None))})
-    config = triton.model_config_json(ModelConfiguration("m", 1, [1], signature, 0, None, has_labels=True))
+    config = triton.model_config_json(ModelConfiguration("m", 1, [1], signature, 0, None, has_labels=True,
+                                                         policy="specific", policy_versions=(1, 3)))
     assert config["max_batch_size"] == 0 and "dynamic_batching" not in config
+    assert config["version_policy"] == {"specific": {"versions": [1, 3]}}
     assert config["input"] == [{"name": "s", "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [2, 3]},
                                {"name": "n", "data_type": "TYPE_INT64", "format": "FORMAT_NONE", "dims": [-1]}]
     assert config["output"] == [{"name": "o", "data_type": "TYPE_FP16", "dims": [4, -1],
