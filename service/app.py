@@ -33,7 +33,7 @@ from service.serving.loader import VersionLoader
 from service.serving.version import BatchingSettings
 from service.settings import Settings
 from service.transport.grpc.server import GrpcServer, start_grpc_server
-from service.transport.http import classify, console, explain, tfserving, v2
+from service.transport.http import classify, console, explain, tfserving, v2, v2_shared_memory
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
 
@@ -93,6 +93,7 @@ class Runtime:
             self.stop_accepting()
             if self._grpc_stopping:
                 await self._grpc_stopping
+            self.dataplane.shared_memory.close()  # no request is left to use a region
             await self.repository.stop()
 
     def ready(self) -> bool:
@@ -151,6 +152,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     dataplane, limit = runtime.dataplane, settings.max_body_bytes
     app.include_router(tfserving.build_router(dataplane, limit))
     app.include_router(v2.build_router(dataplane, limit, server_version()))
+    app.include_router(v2_shared_memory.build_router(dataplane))
     app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
     app.include_router(console.build_router(dataplane, runtime.metrics))

@@ -24,7 +24,10 @@ from service.core.dataplane import (
     ModelConfiguration,
     ModelInfo,
     Prediction,
+    RepositoryEntry,
     ServedInfo,
+    SharedMemoryRef,
+    SharedMemoryRegion,
     Target,
     VersionMetadata,
     VersionStatistics,
@@ -35,6 +38,7 @@ from service.observability.inference_stats import InferenceStats
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
+from service.shared_memory import SystemSharedMemory
 from tlserve.contract import (
     CLASS_INDEX_INPUT,
     DEFAULT_SIGNATURE,
@@ -62,9 +66,10 @@ def ensure_model_name(name: str) -> str:
 
 class RepositoryDataPlane:
     def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
-                 stats: InferenceStats | None = None):
+                 stats: InferenceStats | None = None, shared_memory: SystemSharedMemory | None = None):
         self.repository = repository
         self.stats = stats if stats is not None else InferenceStats()
+        self.shared_memory = shared_memory or SystemSharedMemory()
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
         self.draining = False
@@ -137,6 +142,17 @@ class RepositoryDataPlane:
         version = self._version(target)
         return VersionMetadata(version.number, version.signatures, version.model.signature_defs)
 
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        entries: list[RepositoryEntry] = []
+        for name in self.repository.model_names():
+            try:
+                statuses = self.repository.statuses(name)
+            except NotFound:  # removed since the names were listed
+                continue
+            entries.extend(RepositoryEntry(name, str(s.number), "READY" if s.state == AVAILABLE else s.state, s.error)
+                           for s in statuses if s.state == AVAILABLE or not ready_only)
+        return entries
+
     def model_config(self, target: Target) -> ModelConfiguration:
         version = self._version(target)
         signatures = version.signatures
@@ -181,6 +197,22 @@ class RepositoryDataPlane:
         if not specs and config.WhichOneof("config") != "model_config_list":
             raise NotImplementedYet("only model_config_list configurations are supported")
         await self.repository.replace_specs(specs)
+
+    # -- system shared memory ------------------------------------------------------------------------------
+    def shared_memory_status(self, name: str = "") -> list[SharedMemoryRegion]:
+        return self.shared_memory.status(name)
+
+    def shared_memory_register(self, region: SharedMemoryRegion) -> None:
+        self.shared_memory.register(region)
+
+    def shared_memory_unregister(self, name: str = "") -> None:
+        self.shared_memory.unregister(name)
+
+    def shared_memory_read(self, ref: SharedMemoryRef) -> bytes:
+        return self.shared_memory.read(ref)
+
+    def shared_memory_write(self, ref: SharedMemoryRef, data: bytes) -> None:
+        self.shared_memory.write(ref, data)
 
     # -- inference ---------------------------------------------------------------------------------------
     @contextmanager

@@ -149,8 +149,7 @@ def statistics_json(stats: list[VersionStatistics]) -> dict[str, Any]:
 
 # The protocol extensions ServerMetadata lists (HTTP ``GET /v2`` and gRPC ``ServerMetadata``): exactly those each
 # transport serves, Triton's names. One home for both lists, so adding an extension to a transport is one line here.
-SHARED_EXTENSIONS = ("classification", "model_configuration", "statistics")
-HTTP_EXTENSIONS = ("binary_tensor_data", *SHARED_EXTENSIONS, "model_repository")
-# gRPC's model repository and system shared memory RPCs are declared in the proto but not yet served (triton-b
-# adds "model_repository" and "system_shared_memory" here with their servicer methods).
+SHARED_EXTENSIONS = ("classification", "model_configuration", "statistics", "model_repository",
+                     "system_shared_memory")
+HTTP_EXTENSIONS = ("binary_tensor_data", *SHARED_EXTENSIONS)  # binary tensor data is REST's alone
 GRPC_EXTENSIONS = SHARED_EXTENSIONS

@@ -106,6 +106,38 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class RepositoryEntry:
+    """One model version in the repository index (the model-repository extension, HTTP and gRPC alike): Triton's
+    state names, ``READY`` for an available version, else TF Serving's (LOADING, UNLOADING, END)."""
+
+    name: str
+    version: str
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SharedMemoryRegion:
+    """A registered system shared-memory region (Triton's extension): ``byte_size`` bytes from ``offset`` of the
+    POSIX shared-memory object ``key`` (``/name``, as ``shm_open`` takes it), known to requests as ``name``."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+
+
+@dataclass(frozen=True)
+class SharedMemoryRef:
+    """Where one tensor lives in a registered region: a tensor's ``shared_memory_region``, ``shared_memory_byte_size``
+    and ``shared_memory_offset`` parameters (the offset counts from the region's start)."""
+
+    region: str
+    byte_size: int
+    offset: int = 0
+
+
+@dataclass(frozen=True)
 class ModelConfiguration:
     """A version's configuration as Triton's model configuration extension reports it, generated from the
     SavedModel: the signature the V2 APIs serve, the batch size requests may reach (0 when the signature takes no
@@ -211,6 +243,10 @@ class DataPlane(Protocol):
 
     def metadata(self, target: Target) -> VersionMetadata: ...
 
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """Every version of every model with its state (only the ready ones with ``ready_only``)."""
+        ...
+
     def model_config(self, target: Target) -> ModelConfiguration:
         """The target version's configuration (Triton's model configuration extension)."""
         ...
@@ -228,6 +264,27 @@ class DataPlane(Protocol):
 
     async def reload_config(self, config: Any) -> None:
         """Serve the models of a TF Serving ``ModelServerConfig`` from now on (ModelService's reload)."""
+        ...
+
+    # -- system shared memory (Triton's extension) ---------------------------------------------------------
+    def shared_memory_status(self, name: str = "") -> list[SharedMemoryRegion]:
+        """Every registered region, or the one named (NotFound if it is not registered)."""
+        ...
+
+    def shared_memory_register(self, region: SharedMemoryRegion) -> None:
+        """Register a region; InvalidInput for a name in use, a key that does not exist, or bounds outside it."""
+        ...
+
+    def shared_memory_unregister(self, name: str = "") -> None:
+        """Forget the region named (nothing if it is not registered), or every region when ``name`` is empty."""
+        ...
+
+    def shared_memory_read(self, ref: SharedMemoryRef) -> bytes:
+        """A tensor's bytes from its region; InvalidInput for an unknown region or bounds outside it."""
+        ...
+
+    def shared_memory_write(self, ref: SharedMemoryRef, data: bytes) -> None:
+        """An output's bytes into its region (``data`` at most ``ref.byte_size``); the checks of the read."""
         ...
 
     # -- inference ---------------------------------------------------------------------------------------

@@ -226,10 +226,11 @@ def test_classification_of_a_non_numeric_output_is_invalid():
 
 def test_extensions_list_what_is_served(client, v2):
     assert client.get("/v2").json()["extensions"] == [
-        "binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository"]
-    # gRPC serves no model repository or shared memory RPC yet: not listed.
+        "binary_tensor_data", "classification", "model_configuration", "statistics", "model_repository",
+        "system_shared_memory"]
+    # binary tensor data is REST's alone
     assert list(v2.ServerMetadata(pb.ServerMetadataRequest(), timeout=30).extensions) == [
-        "classification", "model_configuration", "statistics"]
+        "classification", "model_configuration", "statistics", "model_repository", "system_shared_memory"]
 
 
 @pytest.mark.parametrize("method, path, status", [

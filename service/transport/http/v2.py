@@ -1,5 +1,6 @@
 """KServe V2 / Open Inference Protocol over REST, with Triton's extensions: binary tensor data, model repository
-(index, load, unload), model configuration, statistics and classification (``codec/triton.py``)."""
+(index, load, unload), model configuration, statistics and classification (``codec/triton.py``), and tensors in
+system shared memory (the regions' own routes: ``v2_shared_memory.py``)."""
 
 from __future__ import annotations
 
@@ -66,18 +67,21 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
         target = Target(model, parse_version(version))
         body = await read_body(request, max_body_bytes)
         header = request.headers.get(HEADER_LENGTH)
-        parsed = await parse_off_loop(body, v2_codec.parse_infer, header)
+        parsed = await parse_off_loop(body, v2_codec.parse_infer, header, dataplane.shared_memory_read)
         signature = str(parsed.parameters.get("signature_name", "serving_default"))
         inputs = {t.name: t.data for t in parsed.inputs}
         wanted = [o["name"] for o in parsed.outputs] or None
-        counts = triton.class_counts((o["name"], o.get("parameters") or {}) for o in parsed.outputs)
+        requested = [(o["name"], o.get("parameters") or {}) for o in parsed.outputs]
+        counts = triton.class_counts(requested)
+        in_shm = v2_codec.requested_shared_outputs(requested)
         number, outputs = await dataplane.predict(target, signature, inputs, output_filter=wanted,
                                                   deadline=dataplane.deadline(request_timeout(request)),
                                                   class_counts=counts)
         describe(request, version=number)
+        shared = v2_codec.write_shared_outputs(outputs, in_shm, dataplane.shared_memory_write)
         payload, header_length = v2_codec.encode_infer_response(
             model, str(number), outputs, request_id=parsed.id,
-            binary_outputs=v2_codec.binary_output_names(parsed, outputs))
+            binary_outputs=v2_codec.binary_output_names(parsed, outputs), shared=shared)
         if header_length is None:
             return Response(payload, media_type="application/json")
         return Response(payload, media_type="application/octet-stream",
@@ -104,13 +108,15 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
     @router.post("/v2/repository/index", summary="Models and versions with their states")
     async def index(request: Request):
         describe(request, protocol=PROTOCOL, api="repository_index")
-        return [{"name": name, "version": str(s.number), "state": "READY" if s.state == AVAILABLE else s.state,
-                 "reason": s.error}
-                for name in dataplane.model_names() for s in dataplane.status(name)]
+        body = await read_body(request, max_body_bytes)
+        ready_only = v2_codec.parse_index_request(body)
+        return [{"name": e.name, "version": e.version, "state": e.state, "reason": e.reason}
+                for e in dataplane.repository_index(ready_only)]
 
     @router.post("/v2/repository/models/{model}/load", summary="Load (re-scan) a model now")
     async def load(request: Request, model: str):
         describe(request, model=model, protocol=PROTOCOL, api="repository_load")
+        v2_codec.check_load_parameters(v2_codec.load_parameter_names(await read_body(request, max_body_bytes)))
         return json_response({"name": model, "ready": await dataplane.load_model(model)})
 
     @router.post("/v2/repository/models/{model}/unload", summary="Unload a model until the next load")
