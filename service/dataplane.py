@@ -21,6 +21,7 @@ from service.core.dataplane import (
     Classification,
     Explanation,
     ModelInfo,
+    ResolvedVersion,
     ServedInfo,
     Target,
     VersionMetadata,
@@ -160,10 +161,21 @@ class RepositoryDataPlane:
         finally:
             version.release()
 
+    @contextmanager
+    def _held(self, target: Target, resolved: ResolvedVersion | None) -> Iterator[ServedVersion]:
+        """The version ``resolved`` already holds, or the target's, resolved and held now."""
+        if resolved is None:
+            with self.resolve(target) as version:
+                yield version
+        elif isinstance(resolved, ServedVersion):
+            yield resolved
+        else:
+            raise TypeError(f"not a version this data plane resolved: {resolved!r}")
+
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
-                      deadline: float | None = None, output_filter: list[str] | None = None
-                      ) -> tuple[int, dict[str, np.ndarray]]:
-        with self.resolve(target) as version:
+                      deadline: float | None = None, output_filter: list[str] | None = None,
+                      resolved: ResolvedVersion | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        with self._held(target, resolved) as version:
             outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
                                             output_filter=output_filter)
         if self.recorder:

@@ -168,9 +168,11 @@ class DataPlane(Protocol):
         ...
 
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
-                      deadline: float | None = None, output_filter: list[str] | None = None
-                      ) -> tuple[int, dict[str, np.ndarray]]:
-        """Named tensors through a signature of the target's version; (version number, named outputs)."""
+                      deadline: float | None = None, output_filter: list[str] | None = None,
+                      resolved: ResolvedVersion | None = None) -> tuple[int, dict[str, np.ndarray]]:
+        """Named tensors through a signature of the target's version; (version number, named outputs).
+        ``resolved``: the version a caller already holds from ``resolve`` (it parsed the request against that
+        version's signatures), run as it is, so that a request resolves its version once."""
         ...
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
