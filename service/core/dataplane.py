@@ -294,11 +294,14 @@ class DataPlane(Protocol):
 
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
                       deadline: float | None = None, output_filter: list[str] | None = None,
-                      class_counts: dict[str, int] | None = None) -> tuple[int, dict[str, np.ndarray]]:
+                      class_counts: dict[str, int] | None = None, resolved: ResolvedVersion | None = None
+                      ) -> tuple[int, dict[str, np.ndarray]]:
         """Named tensors through a signature of the target's version; (version number, named outputs).
 
         ``class_counts`` (Triton's classification extension): each output named there is answered as its top
-        ``count`` classes per row instead, BYTES strings ``"score:index:label"`` (``"score:index"`` without labels)."""
+        ``count`` classes per row instead, BYTES strings ``"score:index:label"`` (``"score:index"`` without labels).
+        ``resolved``: the version a caller already holds from ``resolve`` (it parsed the request against that
+        version's signatures), run as it is, so that a request resolves its version once."""
         ...
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
