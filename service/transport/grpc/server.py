@@ -38,6 +38,7 @@ SERVICE_NAMES = (
     reflection.SERVICE_NAME,
 )
 HEALTH_REFRESH_S = 0.5
+HEALTH_REFRESH_TASK = "grpc-health-refresh"  # the task's name: tests tell its model lookups from requests'
 
 
 @dataclass
@@ -89,7 +90,8 @@ async def start_grpc_server(dataplane: DataPlane, settings, *, metrics, auth: Au
         raise OSError(f"cannot listen for gRPC on {address}")
     await server.start()
     running = GrpcServer(server, port, health_servicer)
-    running._refresher = asyncio.get_running_loop().create_task(_refresh_health(dataplane, health_servicer))
+    running._refresher = asyncio.get_running_loop().create_task(
+        _refresh_health(dataplane, health_servicer), name=HEALTH_REFRESH_TASK)
     log.info("gRPC listening on port %d%s%s", port, " (TLS)" if settings.tls_cert_file else "",
              " (bearer auth)" if auth.enabled else "")
     return running
