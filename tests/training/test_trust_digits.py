@@ -37,10 +37,12 @@ def test_calibration_on_digits_lowers_ece_and_nll_and_keeps_the_accuracy(digits)
     cal = json.loads((path / contract.METADATA_FILE).read_text())[contract.METADATA_CALIBRATION]
     print("digits calibration", json.dumps(cal))
     # The bound, 0.02, is met by the demo model (default settings: 0.0803 -> 0.0066, docs/training.md).
-    # This 2 + 2-epoch model (about 0.97 accurate) measured 0.0187, 0.0227, 0.0216 and 0.0283 in four runs (ECE
-    # before 0.088-0.121): at 450 test images and about 13 errors, 0.02 sits inside its run-to-run spread, so here
-    # the bound is 0.04 and the drop at least half.
-    assert cal["ece_after"] <= 0.04 and cal["ece_after"] < cal["ece_before"] / 2
+    # This 2 + 2-epoch model (about 0.96-0.97 accurate) measured 0.019-0.028 in four runs and 0.0150 and 0.0157 in
+    # two more, with a floor (calibration.ece_floor: what labels drawn from the calibrated scores themselves give)
+    # of 0.0159 and 0.0156: at 450 test images with 15-19 errors, 0.02 is within sampling noise, and the fit is not
+    # what is off (the temperature fitted on the test split itself gave 0.0167 and 0.0154). So the bound here is
+    # twice that floor, and at least halving the ECE.
+    assert cal["ece_after"] <= 2 * cal["ece_floor"] and cal["ece_after"] < cal["ece_before"] / 2
     assert cal["nll_after"] < cal["nll_before"]
     test = trained.split.test
     assert report["accuracy"] == pytest.approx(np.mean(trained.test_scores.argmax(1) == trained.data.labels[test]))

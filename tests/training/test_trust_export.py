@@ -56,7 +56,7 @@ def _run(loaded, signature, trained, images):
 def test_metadata_records_calibration_and_unknown_under_the_contract_keys(meta):
     cal = meta[contract.METADATA_CALIBRATION]
     for key in (contract.CALIBRATION_TEMPERATURE, contract.CALIBRATION_ECE_BEFORE, contract.CALIBRATION_ECE_AFTER,
-                contract.CALIBRATION_NLL_BEFORE, contract.CALIBRATION_NLL_AFTER):
+                contract.CALIBRATION_NLL_BEFORE, contract.CALIBRATION_NLL_AFTER, contract.CALIBRATION_ECE_FLOOR):
         assert np.isfinite(cal[key]), key
     assert cal[contract.CALIBRATION_TEMPERATURE] > 0
     unknown = meta[contract.METADATA_UNKNOWN]
