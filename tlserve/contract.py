@@ -116,6 +116,7 @@ CALIBRATION_ECE_BEFORE = "ece_before"  # expected calibration error (15 equal-wi
 CALIBRATION_ECE_AFTER = "ece_after"
 CALIBRATION_NLL_BEFORE = "nll_before"  # mean negative log-likelihood on the test split
 CALIBRATION_NLL_AFTER = "nll_after"
+CALIBRATION_ECE_FLOOR = "ece_floor"  # the ECE sampling alone gives the calibrated test scores (absent before)
 METADATA_UNKNOWN = "unknown"  # object with the keys below; absent: no UNKNOWN_SCORE_OUTPUT, every image is confident
 UNKNOWN_METHOD = "score"  # which score UNKNOWN_SCORE_OUTPUT is: one of UNKNOWN_METHODS
 UNKNOWN_THRESHOLD = "threshold"  # float: unknown_score > threshold -> not confident

@@ -51,7 +51,7 @@ class ServingModule(tf.Module):
         parts = Parts(model) if Parts.available(model) else None
         if parts is None and (calibration or unknown):
             raise ExportError("calibration and the unknown score need a classifier from training.model "
-                              "(layers 'pool' and 'logits')")
+                              "(layers 'normalise', 'pool' and 'logits')")
         temperature = float(calibration.temperature) if calibration else 1.0
         self._track_unknown(unknown)
 

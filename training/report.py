@@ -278,6 +278,8 @@ def _trust_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
                  f"{cal.get('nll_after', cal['nll_of_scores_after']):.4f}"]]
         if "temperature" in cal:
             rows.append(["temperature (fitted on the validation split)", "1", f"{cal['temperature']:.4f}"])
+        if "ece_floor" in cal:  # an ECE near it is as low as these images can show (calibration.ece_floor)
+            rows.append(["ECE that sampling alone gives the calibrated scores", "", f"{cal['ece_floor']:.4f}"])
         tables.append(("Calibration", ["", "before", "after"], rows))
     unknown = report.get("unknown")
     if unknown:

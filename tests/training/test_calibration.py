@@ -53,7 +53,19 @@ def test_calibrate_lowers_ece_and_keeps_the_argmax():
     cal = calib.calibrate(logits[:1500], labels[:1500], logits[1500:], labels[1500:])
     assert cal.temperature > 2 and cal.ece_after < cal.ece_before / 3 and cal.nll_after < cal.nll_before
     np.testing.assert_array_equal(calib.softmax(logits, cal.temperature).argmax(1), logits.argmax(1))
-    assert set(cal.to_dict()) >= {"temperature", "ece_before", "ece_after", "nll_before", "nll_after"}
+    assert set(cal.to_dict()) >= {"temperature", "ece_before", "ece_after", "nll_before", "nll_after", "ece_floor"}
+    assert 0 < cal.ece_floor <= cal.ece_after * 2
+
+
+def test_ece_floor_is_the_ece_of_labels_drawn_from_the_scores_and_shrinks_with_more_images():
+    rng = np.random.default_rng(2)
+    scores = calib.softmax(rng.normal(0, 3, (4000, 10)))
+    assert calib.ece_floor(np.eye(10)[rng.integers(0, 10, 400)]) == 0.0  # certain scores: nothing to sample
+    small = calib.ece_floor(scores[:400])
+    drawn = [calib.ece(scores[:400], np.array([rng.choice(10, p=row) for row in scores[:400]])) for _ in range(20)]
+    assert small == pytest.approx(np.mean(drawn), rel=0.25)
+    assert calib.ece_floor(scores) < small / 2  # ten times the images: about a third of the noise
+    assert calib.ece_floor(scores[:400]) == small  # seeded
 
 
 def test_bad_input_is_refused():

@@ -56,7 +56,7 @@ def _run(loaded, signature, trained, images):
 def test_metadata_records_calibration_and_unknown_under_the_contract_keys(meta):
     cal = meta[contract.METADATA_CALIBRATION]
     for key in (contract.CALIBRATION_TEMPERATURE, contract.CALIBRATION_ECE_BEFORE, contract.CALIBRATION_ECE_AFTER,
-                contract.CALIBRATION_NLL_BEFORE, contract.CALIBRATION_NLL_AFTER):
+                contract.CALIBRATION_NLL_BEFORE, contract.CALIBRATION_NLL_AFTER, contract.CALIBRATION_ECE_FLOOR):
         assert np.isfinite(cal[key]), key
     assert cal[contract.CALIBRATION_TEMPERATURE] > 0
     unknown = meta[contract.METADATA_UNKNOWN]
@@ -148,7 +148,7 @@ def test_explain_refuses_a_bad_class_index(loaded, tiny_training, asked):
                                      class_index=tf.constant(asked, tf.int32))
 
 
-def test_gradcam_equals_cam_computed_by_hand():
+def test_gradcam_on_the_last_map_equals_cam_computed_by_hand():
     """For global average pooling and one dense layer, Grad-CAM is CAM: ReLU(sum_k w[k, c] A_k), up to scale."""
     model, _ = build_classifier(get("mobilenet_v2"), 96, 4)  # 96 px: a 3 x 3 feature map
     rng = np.random.default_rng(0)
@@ -157,18 +157,42 @@ def test_gradcam_equals_cam_computed_by_hand():
     kernel[:, 0] = -np.abs(kernel[:, 0])  # features are >= 0 (ReLU6): class 0's map is all zero
     kernel[:, 1] = np.abs(kernel[:, 1])  # and class 1's positive everywhere
     dense.kernel.assign(kernel)
-    module = ServingModule(model, ["a", "b", "c", "d"], 96, "stretch")
+    parts = Parts(model, strides=())  # the last map alone
     pixels = rng.integers(0, 256, (3, 96, 96, 3), dtype=np.uint8)
-    out = module.explain_pixels(tf.constant(pixels), tf.constant([1, 0, -1], tf.int32))
-    fmap = Parts(model).trunk(tf.constant(pixels), training=False).numpy()
+    heatmaps, chosen, _ = parts.gradcam(tf.constant(pixels), tf.constant([1, 0, -1], tf.int32), 1.0, 96)
+    fmap = parts.trunk(tf.constant(pixels), training=False).numpy()
     assert fmap.shape[1:3] == (3, 3)
-    heatmaps = out["heatmap"].numpy()
-    for i, c in enumerate(out["class_index"].numpy()):
+    heatmaps = heatmaps.numpy()
+    for i, c in enumerate(chosen.numpy()):
         cam = np.maximum((fmap[i] * kernel[:, c]).sum(axis=2), 0)
         expected = tf.image.resize(cam[None, :, :, None], [96, 96], method="bilinear").numpy()[0, :, :, 0]
         expected = expected / expected.max() if expected.max() > 0 else expected
         np.testing.assert_allclose(heatmaps[i], expected, atol=1e-4)
     assert heatmaps[0].max() == pytest.approx(1.0) and heatmaps[1].max() == 0.0
+
+
+@pytest.mark.parametrize(("size", "sides"), [(96, (6, 12)), (100, (7, 13))])  # 100: sides rounded up
+def test_the_export_explains_the_feature_maps_at_a_sixteenth_and_an_eighth_of_the_input(size, sides):
+    """Not the last map (1/32: 3 x 3 at 96 px), and never a padding layer's output (its zero border)."""
+    import keras
+
+    model, base = build_classifier(get("mobilenet_v2"), size, 4)
+    parts = Parts(model)
+    for name, side in zip(parts.explained_names, sides, strict=True):
+        layer = base.get_layer(name)
+        assert layer.output.shape[1:3] == (side, side) and not isinstance(layer, keras.layers.ZeroPadding2D)
+        after = base.layers[base.layers.index(layer) + 1:]  # the last layer that wide
+        assert all(len(later.output.shape) != 4 or later.output.shape[1] != side
+                   or isinstance(later, keras.layers.ZeroPadding2D) for later in after)
+    assert Parts(model, strides=()).explained_names == [base.layers[-1].name]
+    module = ServingModule(model, ["a", "b", "c", "d"], size, "stretch")
+    pixels = tf.constant(np.random.default_rng(1).integers(0, 256, (2, size, size, 3), dtype=np.uint8))
+    asked = tf.constant([-1, 2], tf.int32)
+    heatmaps = module.explain_pixels(pixels, asked)["heatmap"].numpy()
+    np.testing.assert_allclose(heatmaps, parts.gradcam(pixels, asked, 1.0, size)[0].numpy(), atol=1e-5)
+    one = [Parts(model, strides=(s,)).gradcam(pixels, asked, 1.0, size)[0].numpy() for s in (16, 8)]
+    mean = (one[0] + one[1]) / 2  # the two maps' mean, scaled to peak 1
+    np.testing.assert_allclose(heatmaps, mean / mean.max(axis=(1, 2), keepdims=True), atol=1e-5)
 
 
 def _old_style_export(trained, path):

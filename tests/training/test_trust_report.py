@@ -18,7 +18,7 @@ def _trusting(**changes):
     after = ev.scores
     before = calib.softmax(np.log(after), 0.5)  # sharper: the same argmax, overconfident
     trust = {"uncalibrated_scores": before,
-             "calibration": {"temperature": 2.0, "nll_before": 1.5, "nll_after": 0.7},
+             "calibration": {"temperature": 2.0, "nll_before": 1.5, "nll_after": 0.7, "ece_floor": 0.0123},
              "unknown": {"score": "energy", "threshold": 0.5, "false_rejection_target": 0.01},
              "unknown_scores": np.linspace(0, 1, len(after))}
     return dataclasses.replace(ev, **{**trust, **changes})
@@ -47,6 +47,7 @@ def test_written_report_has_the_tables_and_the_reliability_diagram(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Calibration" in md and "## Unknown images" in md and "## Reliability diagram" in md
     assert "expected calibration error (15 bins)" in md and "6 of 12 (0.5000)" in md
+    assert "| ECE that sampling alone gives the calibrated scores |  | 0.0123 |" in md
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Calibration</h2>" in html and html.count("data:image/png;base64,") == 5  # + reliability
     assert json.loads((tmp_path / "report.json").read_text())["calibration"]["temperature"] == 2.0
