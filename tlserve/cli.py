@@ -39,37 +39,103 @@ def _positive(text: str) -> int:
     return value
 
 
+# train's flags that --init-from decides, or gives other defaults: None when not given on the command line.
+_SERVED_FLAGS = ("backbone", "image_size", "resize")
+_BRIEF_FLAGS = {"head_epochs": "head_epochs", "head_lr": "head_learning_rate",
+                "fine_tune_epochs": "fine_tune_epochs", "fine_tune_lr": "fine_tune_learning_rate"}
+
+
+def _train_fields(args: argparse.Namespace) -> dict:
+    """TrainConfig fields from train's flags; flags left out are absent, so TrainConfig's defaults (or, with
+    --init-from, training.retrain's) hold."""
+    data = args.data[0] if len(args.data) == 1 else tuple(args.data)
+    fields = dict(
+        data=data, weights=args.weights, batch_size=args.batch_size,
+        fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
+        augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
+        split_seed=args.split_seed, cache_dir=args.cache_dir, log_dir=args.log_dir,
+        test_fraction=args.test_fraction, val_fraction=args.val_fraction, verbose=0 if args.quiet else 1,
+        **{field: getattr(args, flag) for flag, field in _BRIEF_FLAGS.items()},
+        **{flag: getattr(args, flag) for flag in _SERVED_FLAGS})
+    return {k: v for k, v in fields.items() if v is not None or k in ("weights", "fine_tune_layers")}
+
+
 def _train(args: argparse.Namespace) -> int:
     from training.distribute import export_destination
     from training.evaluate import export_trained
     from training.report import summary_lines
     from training.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        data=args.data, name=args.name, backbone=args.backbone, weights=args.weights, image_size=args.image_size,
-        resize=args.resize, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        head_learning_rate=args.head_lr, fine_tune_epochs=args.fine_tune_epochs,
-        fine_tune_learning_rate=args.fine_tune_lr,
-        fine_tune_layers=args.fine_tune_layers, dropout=args.dropout, label_smoothing=args.label_smoothing,
-        augment=tuple(a for a in args.augment.split(",") if a), patience=args.patience, seed=args.seed,
-        split_seed=args.split_seed, cache_dir=args.cache_dir, log_dir=args.log_dir,
-        test_fraction=args.test_fraction, val_fraction=args.val_fraction, verbose=0 if args.quiet else 1,
-    )
+    if args.init_from:
+        return _retrain(args)
+    if args.force:
+        raise UsageError("--force only applies with --init-from (it exports a retrained model that scores worse)")
+    if not args.name:
+        raise UsageError("--name is required (or --init-from models/<name> to retrain a served model)")
+    cfg = TrainConfig(name=args.name, **_train_fields(args))
     cfg.validate()
     trained = train(cfg)
     # Unset flags leave training.open_set's defaults in charge (each default is written once).
     trust = {k: v for k, v in (("unknown_method", args.unknown_score), ("false_rejection", args.false_rejection))
              if v is not None}
-    with export_destination(args.out, trained.chief) as out:  # other workers: a temporary folder, removed
+    with export_destination(args.out or "models", trained.chief) as out:  # other workers: a temporary folder
         path, report = export_trained(trained, out, args.version, **trust)
     print("\n".join(summary_lines(report)))
+    _trained_lines(trained)
+    if not trained.chief:
+        print("not exporting: this worker is not the chief (the chief exports)")
+        return 0
+    print(f"exported {path}")
+    print(f"report   {path / REPORT_DIR / 'report.md'}")
+    return 0
+
+
+def _trained_lines(trained) -> None:
     print(f"training took {trained.seconds:.0f} s")
     print(f"weights sha256 {trained.info['weights_sha256']}")
     if "shard" in trained.info:
         print(f"training shard {json.dumps(trained.info['shard'])}")
-    if not trained.chief:
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """``train --init-from``: the next version of a served model, exported only if it is not worse."""
+    from training import retrain
+    from training.distribute import export_destination, make_strategy
+    from training.report import comparison_lines, summary_lines
+    from training.warm_start import check_matches, starting_point
+
+    strategy = make_strategy()  # first: a multi-worker strategy must exist before TensorFlow runs anything
+    start = starting_point(args.init_from)
+    if args.name and args.name != start.name:
+        raise UsageError(f"--name {args.name} differs from {start.name}, the model of --init-from: a retrained "
+                         f"version goes beside the one it started from (leave --name out)")
+    if args.out:
+        raise UsageError(f"--out does not apply with --init-from: the next version goes in {start.version_dir.parent}")
+    fields = _train_fields(args)
+    check_matches(start, **{flag: fields.pop(flag, None) for flag in _SERVED_FLAGS})
+    cfg = retrain.config(start, **fields)
+    cfg.validate()
+    print(f"retraining {start.version_dir} ({start.backbone}, {start.image_size} px, {len(start.classes)} classes)",
+          flush=True)
+    result = retrain.retrain(start, cfg, strategy)
+    if result.comparison["added_classes"]:
+        print(f"new classes: {', '.join(result.comparison['added_classes'])}")
+    print("\n".join(comparison_lines(result.comparison)))
+    _trained_lines(result.trained)
+    trust = {k: v for k, v in (("unknown_method", args.unknown_score), ("false_rejection", args.false_rejection))
+             if v is not None}
+    try:
+        with export_destination(str(start.repository), result.trained.chief) as out:
+            path, report = retrain.publish(result, force=args.force, version=args.version, root=Path(out), **trust)
+    except retrain.Refused as refused:
+        print(f"tlserve train: {refused}", file=sys.stderr)
+        return 1
+    print("\n".join(summary_lines(report)))
+    if not result.trained.chief:
         print("not exporting: this worker is not the chief (the chief exports)")
         return 0
+    if result.worse:
+        print("exported although worse than the version it started from (--force)")
     print(f"exported {path}")
     print(f"report   {path / REPORT_DIR / 'report.md'}")
     return 0
@@ -200,21 +266,31 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="fine-tune a backbone on labelled images and export a SavedModel")
-    t.add_argument("--data", required=True,
-                   help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes")
-    t.add_argument("--name", required=True, help="model name: exported to <out>/<name>/<version>/")
-    t.add_argument("--out", default="models", help="model repository (default: models)")
+    t.add_argument("--data", required=True, action="append",
+                   help="folder of class sub-folders, a path,label CSV, or builtin:digits|shapes; repeat it to "
+                   "combine several (classes of the same name are one class)")
+    t.add_argument("--name", help="model name: exported to <out>/<name>/<version>/ (required without --init-from)")
+    t.add_argument("--init-from", metavar="MODEL",
+                   help="retrain a served model: models/<name> (its newest version) or models/<name>/<version>; "
+                   "warm-starts from its weights, backbone, size and classes (new classes get new head rows), "
+                   "fine-tunes briefly and exports the next version beside it, unless it scores worse")
+    t.add_argument("--force", action="store_true",
+                   help="with --init-from: export even if the new model scores worse than the one it started from")
+    t.add_argument("--out", help="model repository (default: models; with --init-from, the served model's)")
     t.add_argument("--version", type=_positive, help="version number (default: the next free one)")
-    t.add_argument("--backbone", default="mobilenet_v2", help="see `tlserve backbones list`")
+    t.add_argument("--backbone", help="see `tlserve backbones list` (with --init-from: the served model's)")
     t.add_argument("--weights", help="Keras Applications backbones: a Keras weights file, or imagenet")
-    t.add_argument("--image-size", type=int, default=112)
-    t.add_argument("--resize", default="stretch", choices=["stretch", "crop"])
+    t.add_argument("--image-size", type=int, help="pixels per side (with --init-from: the served model's)")
+    t.add_argument("--resize", choices=["stretch", "crop"], help="with --init-from: the served model's")
     t.add_argument("--batch-size", type=_positive, default=32)
-    t.add_argument("--head-epochs", type=int, default=8, help="phase 1: backbone frozen")
-    t.add_argument("--head-lr", type=float, default=3e-3)
-    t.add_argument("--fine-tune-epochs", type=int, default=30, help="phase 2: top of the backbone unfrozen; 0 skips it")
-    t.add_argument("--fine-tune-lr", type=float, default=1e-3,
-                   help="peak rate of phase 2, reached after one epoch of warm-up, then cosine decay to 0")
+    t.add_argument("--head-epochs", type=int,
+                   help="phase 1: backbone frozen (with --init-from: fewer, see docs/training.md)")
+    t.add_argument("--head-lr", type=float, help="rate of phase 1")
+    t.add_argument("--fine-tune-epochs", type=int,
+                   help="phase 2: top of the backbone unfrozen; 0 skips it (with --init-from: fewer)")
+    t.add_argument("--fine-tune-lr", type=float,
+                   help="peak rate of phase 2, reached after one epoch of warm-up, then cosine decay to 0 "
+                   "(with --init-from: lower)")
     t.add_argument("--fine-tune-layers", type=int, help="weighted backbone layers to unfreeze (default: all)")
     t.add_argument("--dropout", type=float, default=0.2)
     t.add_argument("--label-smoothing", type=float, default=0.1)

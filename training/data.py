@@ -107,10 +107,55 @@ def load_images(spec: str, *, min_per_class: int = 5) -> LabelledImages:
     unknown spec, missing files or malformed CSV rows, and when fewer than two classes or fewer than
     ``min_per_class`` usable images in some class remain.
     """
+    return _labelled(*_source(spec), min_per_class=min_per_class)
+
+
+def load_sources(specs: str | Sequence[str], *, min_per_class: int = 5) -> LabelledImages:
+    """Several sources (each one of :func:`load_images`' forms) combined into one set: classes of the same name
+    are one class, whichever source they come from; the classes are sorted by name.
+
+    The class checks apply to the combination, not to each source (a folder of captures may hold a single
+    class). A source that cannot be read is a :class:`DataError` naming it. The images stay
+    :class:`ImageFiles` when every source is a folder or CSV; a built-in set in the mix makes them one list
+    of bytes (the files are read into memory: the built-in sets are small, the files should be too)."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if len(specs) == 1:
+        return load_images(specs[0], min_per_class=min_per_class)
+    if not specs:
+        raise DataError(f"no training data given: use {ACCEPTED_FORMS}")
+    names: set[str] = set()
+    usable: list[tuple[str, str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    all_lazy = True
+    parts = []
+    for spec in specs:
+        try:
+            part = _source(spec)
+        except DataError as err:
+            raise DataError(f"data source {spec!r}: {err}") from err
+        parts.append(part)
+        all_lazy &= part[3]
+    seen: set[str] = set()
+    for class_names, items, left_out, lazy in parts:
+        names.update(class_names)
+        skipped += left_out
+        for source, label, image in items:
+            if source in seen:  # a file given twice (two CSVs listing it) would fall in train and test
+                skipped.append((source, "listed by more than one data source; used once"))
+                continue
+            seen.add(source)
+            # A file's bytes are read again only when a built-in set is in the mix: then every image is bytes.
+            usable.append((source, label, image if lazy == all_lazy else Path(source).read_bytes()))
+    return _labelled(sorted(names), usable, skipped, all_lazy, min_per_class=min_per_class)
+
+
+def _source(spec: str) -> tuple[list[str], list[tuple[str, str, Any]], list[tuple[str, str]], bool]:
+    """One source's class names, its usable (source, label, image bytes or, when lazy, their SHA-256), the
+    (source, reason) of what was left out, and whether it is lazy (files read again when needed)."""
     if spec == "builtin:digits":
-        return _checked(*_digits(), min_per_class=min_per_class)
+        return _decoded(*_digits())
     if spec == "builtin:shapes":
-        return _checked(*_shapes(), min_per_class=min_per_class)
+        return _decoded(*_shapes())
     if not spec.strip() or spec.startswith("builtin:"):
         raise DataError(f"unknown data {spec!r}: use {ACCEPTED_FORMS}")
     path = Path(spec)
@@ -126,7 +171,7 @@ def load_images(spec: str, *, min_per_class: int = 5) -> LabelledImages:
     if not entries:
         raise DataError(f"no images found in {spec}: expected {ACCEPTED_FORMS}, "
                         f"with images ending in {', '.join(IMAGE_SUFFIXES)}")
-    return _checked(class_names, _read_files(entries), not_images, min_per_class=min_per_class, lazy=True)
+    return _decoded(class_names, _read_files(entries), not_images, lazy=True)
 
 
 def split_indices(labels: np.ndarray, *, test_fraction: float = 0.25, val_fraction: float = 0.15,
@@ -213,8 +258,9 @@ def _read_files(entries):
             yield path, label, err
 
 
-def _checked(class_names, items, skipped, *, min_per_class, lazy=False):
-    """Decode every image once, drop the ones the model's decoder rejects, and enforce the class checks.
+def _decoded(class_names, items, skipped, *, lazy=False):
+    """Decode every image once and drop the ones the model's decoder rejects: ``(class_names, usable, skipped,
+    lazy)`` for :func:`_labelled`.
 
     ``items`` may be a generator: one image's bytes at a time are held. ``lazy``: keep the paths and the
     bytes' SHA-256, not the bytes (the images are files that :class:`ImageFiles` reads again when needed)."""
@@ -227,6 +273,11 @@ def _checked(class_names, items, skipped, *, min_per_class, lazy=False):
             skipped.append((source, reason))
         else:
             usable.append((source, label, hashlib.sha256(image).hexdigest() if lazy else image))
+    return list(class_names), usable, skipped, lazy
+
+
+def _labelled(class_names, usable, skipped, lazy, *, min_per_class):
+    """Enforce the class checks on the decoded images and label them by their class's index."""
     if len(class_names) < 2:
         found = f"only the class {class_names[0]!r}" if class_names else "no classes"
         raise DataError(f"found {found}; a classifier needs at least two classes of images")

@@ -90,13 +90,15 @@ def fit_trust(trained: TrainedModel, *, unknown_method: str = open_set.DEFAULT_M
     return Trust(cal, unknown, test_logits, calib.softmax(test_logits, cal.temperature), test_unknown)
 
 
-def test_split_evaluation(trained: TrainedModel, info: dict, trust: Trust | None = None) -> EvaluationInput:
+def test_split_evaluation(trained: TrainedModel, info: dict, trust: Trust | None = None,
+                          comparison: dict | None = None) -> EvaluationInput:
     """The held-out test split of a training run, as report input (with ``trust``: calibrated scores, the
-    uncalibrated ones beside them, and the unknown score)."""
+    uncalibrated ones beside them, and the unknown score; with ``comparison``: training.retrain's scores of the
+    version it started from beside the new ones)."""
     test = trained.split.test
-    extra = {}
+    extra: dict = {"comparison": comparison} if comparison else {}
     if trust is not None:
-        extra = {"scores": trust.test_scores, "uncalibrated_scores": calib.softmax(trust.test_logits),
+        extra |= {"scores": trust.test_scores, "uncalibrated_scores": calib.softmax(trust.test_logits),
                  "calibration": trust.calibration.to_dict() if trust.calibration else None,
                  "unknown": trust.unknown.to_dict() if trust.unknown else None,
                  "unknown_scores": trust.test_unknown_scores}
@@ -108,10 +110,12 @@ def test_split_evaluation(trained: TrainedModel, info: dict, trust: Trust | None
 
 def export_trained(trained: TrainedModel, root: str | Path, version: int | None = None, *,
                    unknown_method: str = open_set.DEFAULT_METHOD,
-                   false_rejection: float = open_set.DEFAULT_FALSE_REJECTION) -> tuple[Path, dict]:
+                   false_rejection: float = open_set.DEFAULT_FALSE_REJECTION,
+                   comparison: dict | None = None) -> tuple[Path, dict]:
     """Export ``trained`` calibrated, with its unknown score and its evaluation report inside; return the version
     directory and the report. ``unknown_method`` is one of ``open_set.METHODS``; ``false_rejection`` is the
-    fraction of known (validation) images the threshold may reject."""
+    fraction of known (validation) images the threshold may reject; ``comparison`` (training.retrain's) goes
+    into the report and, as ``retrained_from``, into the metadata."""
     cfg = trained.config
     test = trained.split.test
     trust = fit_trust(trained, unknown_method=unknown_method, false_rejection=false_rejection)
@@ -132,13 +136,16 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
         "seed": cfg.seed,
         "split_seed": cfg.split_seed,
         "training": {**trained.info, "seconds": round(trained.seconds, 1)},
+        **({"retrained_from": {k: comparison[k] for k in ("model", "old_accuracy", "new_accuracy", "added_classes")}}
+           if comparison else {}),
     }
     report: dict = {}
 
     def write_into(version_dir: Path) -> None:
         info = {"model": cfg.name, "backbone": cfg.backbone, "image size": cfg.image_size,
                 "data": cfg.data, "seed": cfg.seed, "training seconds": round(trained.seconds, 1)}
-        report.update(write_report(test_split_evaluation(trained, info, trust), version_dir / contract.REPORT_DIR))
+        report.update(write_report(test_split_evaluation(trained, info, trust, comparison),
+                                   version_dir / contract.REPORT_DIR))
 
     path = export(trained.model, root=root, name=cfg.name, classes=trained.data.classes,
                   image_size=cfg.image_size, resize=cfg.resize, metadata=metadata,
@@ -166,21 +173,27 @@ def evaluate_exported(model: str | Path, data_spec: str, out_dir: str | Path) ->
     unknown = sorted(set(data.classes) - set(labels))
     if unknown:
         raise datasets.DataError(f"classes not known to the model: {unknown}; the model knows {labels}")
-    serve = tf.saved_model.load(str(version_dir)).signatures[contract.DEFAULT_SIGNATURE]
-    outputs = [serve(**{contract.IMAGES_INPUT: tf.constant(data.images[i:i + EVAL_BATCH])})
-               for i in range(0, len(data.images), EVAL_BATCH)]
-    scores = np.concatenate([out[contract.SCORES_OUTPUT].numpy() for out in outputs])
+    outputs = exported_outputs(version_dir, data.images)
+    scores = outputs[contract.SCORES_OUTPUT]
     y_true = np.array([labels.index(data.classes[i]) for i in data.labels])
     info = {"model": str(version_dir), "data": data_spec}
     # An export with an unknown score (issue 16) also reports how many of these known images it would reject;
     # older exports have neither the output nor the metadata, and are reported as before.
     unknown_meta = _metadata(version_dir).get(contract.METADATA_UNKNOWN)
-    unknown_scores = (np.concatenate([out[contract.UNKNOWN_SCORE_OUTPUT].numpy() for out in outputs])
-                      if unknown_meta and contract.UNKNOWN_SCORE_OUTPUT in outputs[0] else None)
+    unknown_scores = outputs.get(contract.UNKNOWN_SCORE_OUTPUT) if unknown_meta else None
     ev = EvaluationInput(classes=labels, y_true=y_true, scores=scores, images=data.images, sources=data.sources,
                          skipped=list(data.skipped), info=info,
                          unknown=unknown_meta if unknown_scores is not None else None, unknown_scores=unknown_scores)
     return write_report(ev, out_dir)
+
+
+def exported_outputs(version_dir: Path, images) -> dict[str, np.ndarray]:
+    """Each output of the export's ``serving_default`` (what a server answers) for the encoded ``images``, in
+    batches of :data:`EVAL_BATCH`."""
+    serve = tf.saved_model.load(str(version_dir)).signatures[contract.DEFAULT_SIGNATURE]
+    outputs = [serve(**{contract.IMAGES_INPUT: tf.constant(images[i:i + EVAL_BATCH])})
+               for i in range(0, len(images), EVAL_BATCH)]
+    return {key: np.concatenate([out[key].numpy() for out in outputs]) for key in outputs[0]}
 
 
 def _metadata(version_dir: Path) -> dict:

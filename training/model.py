@@ -11,14 +11,15 @@ from training.backbones.registry import Backbone
 
 
 def build_classifier(backbone: Backbone, image_size: int, num_classes: int, *, dropout: float = 0.2,
-                     weights: str | None = None) -> tuple[keras.Model, keras.Model]:
+                     weights: str | None = None, pretrained: bool = True) -> tuple[keras.Model, keras.Model]:
     """Return ``(classifier, base)``; ``base`` is the backbone inside it, frozen, to unfreeze for fine-tuning.
 
     The base is called with ``training=False`` so its BatchNormalization layers stay in inference mode
     even once unfrozen: updating their statistics on a few small batches would wreck the pretrained
-    features (the Keras transfer-learning guide's advice).
+    features (the Keras transfer-learning guide's advice). ``pretrained=False`` skips loading the ImageNet
+    weights (training.warm_start sets every weight from an export instead).
     """
-    base = backbone.features(image_size, weights)
+    base = backbone.features(image_size, weights, pretrained=pretrained)
     base.trainable = False
     pixels = keras.Input((image_size, image_size, 3), dtype="uint8", name=contract.PIXELS_INPUT)
     x = Normalise.of(backbone.normalisation, name="normalise")(pixels)

@@ -48,6 +48,8 @@ class EvaluationInput:
     calibration: dict | None = None
     unknown: dict | None = None
     unknown_scores: np.ndarray | None = None
+    # A retrained model (training.retrain): the version it started from, scored on the same test images.
+    comparison: dict | None = None
 
 
 def _validated(ev: EvaluationInput) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +109,8 @@ def build_report(ev: EvaluationInput) -> dict:
     occurring = (support > 0) | (predicted > 0)
     wrong = sorted(np.flatnonzero(y_pred != y_true), key=lambda i: -scores[i, y_pred[i]])
     trust = _trust(ev, y_true, scores)
+    if ev.comparison:
+        trust["comparison"] = json.loads(json.dumps(ev.comparison, default=_plain))
     return {**trust,
         "classes": classes,
         "n": int(len(y_true)),
@@ -292,6 +296,34 @@ def _trust_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
     return tables
 
 
+def _comparison_tables(report: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) of a retrained model's comparison with the version it started from, if any."""
+    comparison = report.get("comparison")
+    if not comparison:
+        return []
+    title = f"Against {comparison['model']}, the version it started from (same test images)"
+    rows = [["accuracy", f"{comparison['old_accuracy']:.4f}", f"{comparison['new_accuracy']:.4f}",
+             f"{comparison['new_accuracy'] - comparison['old_accuracy']:+.4f}", comparison["test_images"]]]
+    rows += [[f"recall of {c['label']}" + (" (new class)" if c["label"] in comparison["added_classes"] else ""),
+              f"{c['old_recall']:.3f}", f"{c['new_recall']:.3f}", f"{c['change']:+.3f}", c["support"]]
+             for c in comparison["per_class"]]
+    return [(title, ["", "before", "after", "change", "test images"], rows)]
+
+
+def comparison_lines(comparison: dict) -> list[str]:
+    """Console lines of a retrained model against the version it started from: accuracy, then every class's
+    recall gain or loss (largest losses first)."""
+    lines = [f"against {comparison['model']} on the same {comparison['test_images']} test images: accuracy "
+             f"{comparison['old_accuracy']:.4f} -> {comparison['new_accuracy']:.4f} "
+             f"({comparison['new_accuracy'] - comparison['old_accuracy']:+.4f})"]
+    for c in sorted(comparison["per_class"], key=lambda c: c["change"]):
+        kind = "gain" if c["change"] > 0 else "loss" if c["change"] < 0 else "same"
+        new = " (new class)" if c["label"] in comparison["added_classes"] else ""
+        lines.append(f"  {kind:<4} {c['label']}{new}: recall {c['old_recall']:.3f} -> {c['new_recall']:.3f} "
+                     f"({c['change']:+.3f}, {c['support']} images)")
+    return lines
+
+
 def _misclassified_rows(report: dict) -> list[list]:
     return [[m["source"], m["true"], m["predicted"], f"{m['score']:.3f}"]
             for m in report["misclassified"][:MARKDOWN_MISCLASSIFIED_MAX]]
@@ -310,7 +342,7 @@ def _markdown(report: dict, plots: list[tuple[str, str]]) -> str:
     lines += [f"**Accuracy** {report['accuracy']:.4f} &nbsp; **Macro F1** {report['macro_f1']:.4f} "
               f"&nbsp; **Test images** {report['n']}", "", "## Per class", ""]
     lines += _md_table(["class", "precision", "recall", "F1", "support"], _class_rows(report)) + [""]
-    for title, header, rows in _trust_tables(report):
+    for title, header, rows in [*_comparison_tables(report), *_trust_tables(report)]:
         lines += [f"## {title}", ""] + _md_table(header, rows) + [""]
     for title, name in plots:
         lines += [f"## {_md(title)}", "", f"![{_md(title)}]({name})", ""]
@@ -356,7 +388,7 @@ def _html(report: dict, plots: list[tuple[str, str]], pngs: dict[str, bytes]) ->
               f'<strong>Macro F1</strong> {report["macro_f1"]:.4f} &nbsp; '
               f'<strong>Test images</strong> {report["n"]}</p>',
               "<h2>Per class</h2>", _html_table(["class", "precision", "recall", "F1", "support"], _class_rows(report))]
-    for title, header, rows in _trust_tables(report):
+    for title, header, rows in [*_comparison_tables(report), *_trust_tables(report)]:
         parts += [f"<h2>{e(title)}</h2>", _html_table(header, rows)]
     for title, name in plots:
         parts += [f"<h2>{e(title)}</h2>", f'<img src="{_data_uri(pngs[name])}" alt="{e(title)}">']

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ SHUFFLE_BUFFER_BYTES = 64 << 20
 class TrainConfig:
     """Everything that decides a training run; recorded in the exported model's metadata."""
 
-    data: str
+    data: str | tuple[str, ...]  # one source, or several combined (training.data.load_sources)
     name: str
     backbone: str = "mobilenet_v2"
     weights: str | None = None
@@ -352,23 +353,26 @@ def _selection(stoppers: dict) -> dict:
 
 
 def train(cfg: TrainConfig, data: datasets.LabelledImages | None = None,
-          strategy: tf.distribute.Strategy | None = None, split: datasets.Split | None = None) -> TrainedModel:
+          strategy: tf.distribute.Strategy | None = None, split: datasets.Split | None = None,
+          warm_start: Callable[[keras.Model], None] | None = None) -> TrainedModel:
     """Load and split the data, train both phases, and score the test split.
 
     ``strategy`` defaults to :func:`training.distribute.make_strategy`'s choice, made first: a multi-worker
     strategy can only be created before TensorFlow runs anything. ``split`` replaces the stratified split
-    of ``cfg`` (bench/learning_curve.py trains on a few images per class and tests on a fixed split)."""
+    of ``cfg`` (bench/learning_curve.py trains on a few images per class and tests on a fixed split).
+    ``warm_start`` receives the freshly built classifier before any training, to set its weights
+    (training.retrain starts from a served version's)."""
     cfg.validate()
     strategy = strategy or make_strategy()
     who = distribute.role(strategy)
     started = time.monotonic()
     keras.utils.set_random_seed(cfg.seed)
-    data = data or datasets.load_images(cfg.data, min_per_class=cfg.min_per_class)
+    data = data or datasets.load_sources(cfg.data, min_per_class=cfg.min_per_class)
     split = split or datasets.split_indices(data.labels, test_fraction=cfg.test_fraction,
                                             val_fraction=cfg.val_fraction, seed=cfg.split_seed)
     with contextlib.ExitStack() as cleanup:
         cache_dir = _cache_dir(cfg, len(split.train) + len(split.val), cleanup)
-        return _train(cfg, data, strategy, split, who, started, cache_dir)
+        return _train(cfg, data, strategy, split, who, started, cache_dir, warm_start)
 
 
 def _cache_dir(cfg: TrainConfig, images: int, cleanup: contextlib.ExitStack) -> str | None:
@@ -384,7 +388,7 @@ def _cache_dir(cfg: TrainConfig, images: int, cleanup: contextlib.ExitStack) -> 
     return temporary
 
 
-def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
+def _train(cfg, data, strategy, split, who, started, cache_dir, warm_start=None) -> TrainedModel:
     num_classes = len(data.classes)
     pick = lambda idx: (datasets.take(data.images, idx), data.labels[idx])  # noqa: E731
     class_weight = _class_weights(data.labels[split.train], num_classes)
@@ -396,7 +400,9 @@ def _train(cfg, data, strategy, split, who, started, cache_dir) -> TrainedModel:
 
     with strategy.scope():
         model, base = build_classifier(registry.get(cfg.backbone), cfg.image_size, num_classes,
-                                       dropout=cfg.dropout, weights=cfg.weights)
+                                       dropout=cfg.dropout, weights=cfg.weights, pretrained=warm_start is None)
+        if warm_start is not None:
+            warm_start(model)
         model.compile(keras.optimizers.Adam(cfg.head_learning_rate), loss, metrics=["accuracy"])
     writer = tf.summary.create_file_writer(cfg.log_dir) if cfg.log_dir and who.chief else None
     scalars = lambda phase, first: [tensorboard_logs.EpochScalars(writer, phase, first)] if writer else []  # noqa: E731

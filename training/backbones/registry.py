@@ -79,11 +79,14 @@ class Backbone:
             return "weights installed; converted on first use"
         return f"missing weights: {self._source.install_hint()}"
 
-    def features(self, image_size: int, weights: str | None = None) -> keras.Model:
-        """Normalised float image -> spatial feature map, with ImageNet weights."""
+    def features(self, image_size: int, weights: str | None = None, *, pretrained: bool = True) -> keras.Model:
+        """Normalised float image -> spatial feature map, with ImageNet weights (``pretrained=False``: freshly
+        initialised, for a model whose weights are restored from an export)."""
         if self.kind == "keras":
+            if not pretrained:
+                return self.builder(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
             return self._keras(image_size, include_top=False, weights=weights)
-        full = self._ported(image_size)
+        full = self._ported(image_size) if pretrained else self.builder(image_size, include_top=True)
         return keras.Model(full.input, full.get_layer("pool").input, name=f"{self.name}_features")
 
     def imagenet_classifier(self, weights: str | None = None) -> keras.Model:
