@@ -233,7 +233,8 @@ def test_s3_example_renders_validates_and_is_wired(tool, tmp_path):
     assert container["envFrom"] == [{"configMapRef": {"name": config_map}},  # kept beside the Secret
                                     {"secretRef": {"name": "tlserve-models-s3", "optional": True}}]
     assert next(m for m in container["volumeMounts"] if m["name"] == "models")["readOnly"] is False
-    assert next(v for v in pod["volumes"] if v["name"] == "models") == {"name": "models", "emptyDir": {"sizeLimit": "5Gi"}}
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert models == {"name": "models", "emptyDir": {"sizeLimit": "5Gi"}}
     assert check_manifests.check(docs) == []
     without_account = [d for d in docs if d["kind"] != "ServiceAccount"]
     assert check_manifests.check(without_account) == [
