@@ -64,6 +64,10 @@ class VersionSource(Protocol):
         """True when ``entry`` is known to have been removed (checked once a load finishes)."""
         ...
 
+    def release(self, local: Path) -> None:
+        """``local`` (what ``fetch`` gave) is no longer loaded: a cache may delete it."""
+        ...
+
 
 class LocalFolders:
     """Versions in local (or mounted) folders: the rules below applied to the file system itself."""
@@ -82,6 +86,9 @@ class LocalFolders:
 
     def gone(self, entry: VersionDir) -> bool:
         return not Path(entry.path).exists()
+
+    def release(self, local: Path) -> None:
+        pass  # the repository's own folder: never deleted by the server
 
 
 def scan_versions(base_path: Path) -> dict[int, VersionDir]:

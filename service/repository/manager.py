@@ -70,6 +70,7 @@ class ModelRepository(Generic[V]):
         self._poller: asyncio.Task | None = None
         self._unloads: set[asyncio.Task] = set()
         self._unloaded_by_request: set[str] = set()  # V2 repository 'unload': kept out until 'load'
+        self._source_of: dict[tuple[str, int], VersionSource] = {}  # of each served version: released at unload
 
     # -- lookups (event loop, no awaits: always a consistent view) ---------------------------------
     def model_names(self) -> list[str]:
@@ -228,6 +229,7 @@ class ModelRepository(Generic[V]):
             seconds = time.monotonic() - started
             log.error("model %s version %s failed to load: %s", name, entry.number, exc)
             self._set(name, entry.number, entry.path, END, f"load failed: {type(exc).__name__}: {exc}", stamp)
+            await asyncio.to_thread(source.release, local)
             self._on_event("load_failed", name, entry.number, END, seconds)
             return
         if name not in self._specs or await asyncio.to_thread(source.gone, entry):
@@ -241,6 +243,7 @@ class ModelRepository(Generic[V]):
             self._on_event("load_failed", name, entry.number, END, time.monotonic() - started)
             return
         self._served.setdefault(name, {})[entry.number] = version
+        self._source_of[name, entry.number] = source
         self._set(name, entry.number, entry.path, AVAILABLE, "", stamp)
         seconds = time.monotonic() - started
         log.info("model %s version %s available (%.1f s)", name, entry.number, seconds)
@@ -259,8 +262,12 @@ class ModelRepository(Generic[V]):
         self._set(name, number, path, UNLOADING, "")
         self._on_event("unloading", name, number, UNLOADING, 0.0)
 
+        source = self._source_of.pop((name, number), None)
+
         async def unload() -> None:
             await version.drain_and_stop()
+            if source is not None:
+                await asyncio.to_thread(source.release, version.path)  # an object store's cached copy goes
             self._set(name, number, path, END, "")
             self._on_event("unloaded", name, number, END, 0.0)
             log.info("model %s version %s unloaded", name, number)

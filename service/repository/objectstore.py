@@ -139,6 +139,12 @@ class ObjectStore:
     def gone(self, entry: VersionDir) -> bool:
         return False  # the next poll's listing retires a removed version; no extra request here
 
+    def release(self, local: Path) -> None:
+        """Delete the cached copy ``local`` of a version no longer loaded (only ever inside the cache folder)."""
+        local = Path(local).resolve()
+        if local != self.cache_dir.resolve() and local.is_relative_to(self.cache_dir.resolve()):
+            shutil.rmtree(local, ignore_errors=True)
+
     def fetch(self, entry: VersionDir) -> Path:
         """The cached copy of ``entry`` (downloaded now when absent): exactly the files of its listing, checked
         against their listed sizes, written under a staging name and renamed, so a cached folder is whole."""

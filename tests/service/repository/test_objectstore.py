@@ -163,6 +163,10 @@ def test_serves_from_s3_and_a_version_appears_only_once_complete(s3, tmp_path):
         assert predict(server.url, "half") == 3.0
         s3.put_version(HALF_PLUS_THREE, "live/half/2", only=("variables/variables.data-00000-of-00001",))
         wait_until(lambda: predict(server.url, "half") == 4.0, what="version 2 served")
+        # Version 1 left (latest policy): once unloaded, its cached copy is deleted; version 2's is there.
+        wait_until(lambda: [p.name for p in tmp_path.rglob("*-*") if p.parent.name == "half"] and
+                   all(p.name.startswith("2-") for p in tmp_path.rglob("*-*") if p.parent.name == "half"),
+                   what="version 1's cached copy removed")
 
         # A version missing a shard is never served, however many polls pass.
         s3.put_version(HALF_PLUS_TWO, "live/half/3", only=("saved_model.pb", "variables/variables.index"))
