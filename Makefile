@@ -46,7 +46,7 @@ digits-model: setup
 
 $(TRITON_STAMP):
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.*' numpy
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc,http]==2.73.*' numpy
 	touch $@
 
 $(KSERVE_STAMP):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -21,11 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.auth import AuthPolicy
+from service.capture.writer import CaptureSink
 from service.codec.images import ImageLimits
 from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
 from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
+from service.observability.records import RecordMetrics
+from service.records.cloudevents import CloudEventsSink
+from service.records.recorder import Recorder, Sink
+from service.records.requestlog import RequestLog
 from service.repository.config import ConfigFileSource, ModelSpec, RepositorySource
 from service.repository.discovery import LocalFolders, VersionSource
 from service.repository.manager import ModelRepository
@@ -33,9 +39,9 @@ from service.repository.objectstore import ObjectStore
 from service.runtime import devices
 from service.serving.loader import VersionLoader
 from service.serving.version import BatchingSettings
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.transport.grpc.server import GrpcServer, start_grpc_server
-from service.transport.http import classify, console, explain, tfserving, v2
+from service.transport.http import classify, console, explain, tfserving, v2, v2_shared_memory
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
 from tlserve.contract import is_url
@@ -60,6 +66,7 @@ class Runtime:
     dataplane: RepositoryDataPlane
     auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
+    recorder: Recorder | None = None  # the request log, CloudEvents and capture sinks; None when all are off
     grpc: GrpcServer | None = None
     started: bool = False
     _grpc_stopping: asyncio.Task | None = None
@@ -71,6 +78,11 @@ class Runtime:
             s = self.settings
             self.device = devices.configure(devices.DeviceSettings(
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
+            if self.recorder:
+                try:
+                    self.recorder.start()
+                except OSError as exc:  # a log file or capture folder that cannot be written: say which, stop
+                    raise SettingsError(f"request records: {exc}") from exc
             await self.repository.start()
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
@@ -96,14 +108,18 @@ class Runtime:
             self.stop_accepting()
             if self._grpc_stopping:
                 await self._grpc_stopping
+            self.dataplane.shared_memory.close()  # no request is left to use a region
             await self.repository.stop()
+            if self.recorder:  # after the last request: what is queued is written, within a few seconds
+                await asyncio.to_thread(self.recorder.close)
 
     def ready(self) -> bool:
         return self.dataplane.ready()
 
 
-def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
-    """Wire the serving objects together from ``settings``."""
+def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *, auth: AuthPolicy | None = None
+                  ) -> Runtime:
+    """Wire the serving objects together from ``settings`` (``auth``: the policy, when the caller has built it)."""
     metrics = Metrics(registry)
     limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
 
@@ -130,10 +146,32 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event,
                                  sources=sources)
+    recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when)
-    runtime = Runtime(settings, metrics, repository, dataplane, auth=AuthPolicy.from_settings(settings))
+                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder)
+    runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings),
+                      recorder=recorder)
     return runtime
+
+
+def build_recorder(settings: Settings, metrics: RecordMetrics) -> Recorder | None:
+    """The sinks the settings ask for, behind one recorder; None when none is (recording then costs nothing)."""
+    s, mb = settings, 2**20
+    with_bytes = s.log_requests_images == "bytes"
+    items, queued = s.record_queue, int(s.record_queue_mb * mb)
+    sinks: list[Sink] = []
+    if s.log_requests:
+        sinks.append(RequestLog(s.log_requests, sample=s.log_requests_sample, max_bytes=int(s.log_requests_max_mb * mb),
+                                with_image_bytes=with_bytes, queue_items=items, queue_bytes=queued, metrics=metrics))
+    if s.log_requests_url:
+        sinks.append(CloudEventsSink(s.log_requests_url, source=f"urn:tlserve:{socket.gethostname()}",
+                                     sample=s.log_requests_sample, with_image_bytes=with_bytes, queue_items=items,
+                                     queue_bytes=queued, metrics=metrics))
+    if s.capture_dir is not None:
+        sinks.append(CaptureSink(s.capture_dir, below=s.capture_below, sample=s.capture_sample,
+                                 max_bytes=int(s.capture_max_mb * mb), queue_items=items, queue_bytes=queued,
+                                 metrics=metrics))
+    return Recorder(sinks) if sinks else None
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,
@@ -157,6 +195,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     dataplane, limit = runtime.dataplane, settings.max_body_bytes
     app.include_router(tfserving.build_router(dataplane, limit))
     app.include_router(v2.build_router(dataplane, limit, server_version()))
+    app.include_router(v2_shared_memory.build_router(dataplane))
     app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
     app.include_router(console.build_router(dataplane, runtime.metrics))

@@ -32,8 +32,18 @@ FORBIDDEN = {
                         "service.dataplane", "service.settings"),
     "service.codec": ("service.transport", "service.repository", "service.runtime", "service.batching",
                       "service.serving", "service.dataplane", "service.settings", "grpc", "starlette"),
+    "service.shared_memory": ("service.transport", "service.repository", "service.runtime", "service.batching",
+                              "service.serving", "service.dataplane", "service.codec", "service.settings",
+                              "tensorflow", "grpc", "starlette", "numpy"),
     "service.repository": ("service.transport", "service.serving", "service.runtime", "service.batching",
                            "service.dataplane"),
+    # capture and request records: fed by the data plane, written in the background; they know no wire, no model
+    "service.capture": ("service.transport", "service.repository", "service.runtime", "service.batching",
+                        "service.serving", "service.dataplane", "service.app", "service.settings", "tensorflow",
+                        "grpc", "starlette"),
+    "service.records": ("service.transport", "service.repository", "service.runtime", "service.batching",
+                        "service.serving", "service.dataplane", "service.app", "service.settings", "tensorflow",
+                        "grpc", "starlette"),
     "service": ("training",),
     "training": ("service",),
     "tlserve.contract": ("service", "training"),
@@ -114,3 +124,11 @@ def test_core_loads_without_tensorflow(module):
     code = f"import sys, {module}; print('tensorflow' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_bentoml_arbiter_imports_no_tensorflow():
+    """BentoML's arbiter imports the service module only to read its configuration and start the worker: it must
+    not pay for TensorFlow (seconds of the cold start; issue 14). Only the worker builds the runtime."""
+    code = "import sys, service.bento_service; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

@@ -9,7 +9,6 @@ warning (``IGNORED``). One process: the REST API under uvicorn, gRPC on the same
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -319,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tlserve-model-server: {grpc_note}; models from "
           f"{settings.model_config_file or f'{settings.model_name}={settings.model_base_path}'}",
           file=sys.stderr, flush=True)
-    asyncio.run(serve(settings))
+    from service.lifecycle import run
+
+    run(serve(settings))
     return 0
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,14 @@ import numpy as np
 
 from service.codec import dtypes
 from service.codec.json_body import load_object
-from service.core.errors import InvalidInput
+from service.core.dataplane import SharedMemoryRef, SharedMemoryRegion
+from service.core.errors import InvalidInput, NotImplementedYet, shown
 
 _LENGTH = struct.Struct("<I")  # the 4-byte little-endian length before each BYTES element
+# Triton's shared-memory parameters of an input or a requested output (extension_shared_memory.md)
+SHM_REGION, SHM_BYTE_SIZE, SHM_OFFSET = "shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"
+ReadShared = Callable[[SharedMemoryRef], bytes]  # the data plane's shared_memory_read
+WriteShared = Callable[[SharedMemoryRef, bytes], None]  # and its shared_memory_write
 
 
 @dataclass
@@ -38,7 +43,7 @@ class V2Tensor:
     name: str
     datatype: str
     shape: list[int]
-    data: np.ndarray
+    data: np.ndarray  # read from its shared-memory region when the tensor names one
     parameters: dict = field(default_factory=dict)
 
 
@@ -134,14 +139,18 @@ def decode_input(tensor: Any, raw: bytes | None) -> np.ndarray:
     """A gRPC ``InferInputTensor`` (``name``, ``datatype``, ``shape``, ``contents``) as an array: from ``raw``
     (its ``raw_input_contents`` entry) when given, else from its typed contents."""
     what = f"input '{tensor.name}'"
+    dtype, shape = _grpc_header(tensor, what)
+    if raw is not None:
+        return decode_raw(raw, dtype, shape, what=what)
+    return decode_contents(tensor.contents, dtype, shape, what=what)
+
+
+def _grpc_header(tensor: Any, what: str) -> tuple[dtypes.DType, list[int]]:
     try:
         dtype = dtypes.by_v2(tensor.datatype)
     except InvalidInput as exc:
         raise InvalidInput(f"{what}: {exc.message}") from None
-    shape = check_shape(tensor.shape, what)
-    if raw is not None:
-        return decode_raw(raw, dtype, shape, what=what)
-    return decode_contents(tensor.contents, dtype, shape, what=what)
+    return dtype, check_shape(tensor.shape, what)
 
 
 def output_array(value: Any) -> tuple[np.ndarray, dtypes.DType]:
@@ -180,28 +189,151 @@ def encode_contents(array: np.ndarray, dtype: dtypes.DType, contents: Any) -> No
     getattr(contents, dtype.v2_contents).extend(values)
 
 
-def fill_infer_outputs(response: Any, outputs: dict[str, Any], *, raw: bool) -> None:
+def fill_infer_outputs(response: Any, outputs: dict[str, Any], *, raw: bool,
+                       shared: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Adds ``outputs`` to a gRPC ``ModelInferResponse``: in ``raw_output_contents`` when the request used
     ``raw_input_contents`` (``raw``), else in each output's typed ``contents``, as KServe's and Triton's servers
     answer. The protocol forbids mixing the two in one response, so an output with no typed field (FP16, BF16)
-    makes every output raw."""
+    makes every output raw. An output in ``shared`` (``write_shared_outputs``) carries its parameters and no data
+    (an empty raw entry keeps the raw entries aligned with the outputs, as Triton's clients index them)."""
+    shared = shared or {}
     arrays = [(name, *output_array(value)) for name, value in outputs.items()]
-    raw = raw or any(dtype.v2_contents is None for _, _, dtype in arrays)
+    raw = raw or any(dtype.v2_contents is None for name, _, dtype in arrays if name not in shared)
     for name, array, dtype in arrays:
         tensor = response.outputs.add(name=name, datatype=dtype.name, shape=list(array.shape))
-        if raw:
+        if name in shared:
+            for key, value in shared[name].items():
+                setattr(tensor.parameters[key], "string_param" if isinstance(value, str) else "int64_param", value)
+            if raw:
+                response.raw_output_contents.append(b"")
+        elif raw:
             response.raw_output_contents.append(encode_raw(array, dtype))
         else:
             encode_contents(array, dtype, tensor.contents)
 
 
+# ------------------------------------------------------------------------------------------- shared memory
+
+def parameter_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A gRPC ``map<string, InferParameter>`` as plain values (what REST's JSON ``parameters`` already are)."""
+    values = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        values[key] = None if choice is None else getattr(parameter, choice)
+    return values
+
+
+def shared_memory_ref(parameters: Mapping[str, Any], what: str) -> SharedMemoryRef | None:
+    """The shared-memory region a tensor's parameters name, or None when they name none. The region and its byte
+    size go together; the offset (into the region) defaults to 0."""
+    region, size = parameters.get(SHM_REGION), parameters.get(SHM_BYTE_SIZE)
+    offset = parameters.get(SHM_OFFSET, 0)
+    if region is None and size is None:
+        if SHM_OFFSET in parameters:
+            raise InvalidInput(f"{what}: {SHM_OFFSET} without {SHM_REGION}")
+        return None
+    if region is None or size is None:
+        raise InvalidInput(f"{what}: {SHM_REGION} and {SHM_BYTE_SIZE} must be given together")
+    if not isinstance(region, str) or not region:
+        raise InvalidInput(f"{what}: {SHM_REGION} must be a non-empty string")
+    for key, value in ((SHM_BYTE_SIZE, size), (SHM_OFFSET, offset)):
+        if not _is_int(value) or value < 0:
+            raise InvalidInput(f"{what}: {key} must be a non-negative integer, got {value!r}")
+    return SharedMemoryRef(region, size, offset)
+
+
+def shared_memory_region(name: str, key: Any, offset: Any, byte_size: Any) -> SharedMemoryRegion:
+    """A register request's fields (REST's JSON body or gRPC's message) checked: key a string, sizes integers."""
+    if not isinstance(key, str) or not key:
+        raise InvalidInput(f"shared memory region '{shown(name)}': 'key' must be a non-empty string")
+    for field_name, value in (("offset", offset), ("byte_size", byte_size)):
+        if not _is_int(value) or value < 0:
+            raise InvalidInput(f"shared memory region '{shown(name)}': '{field_name}' must be a non-negative "
+                               f"integer, got {value!r}")
+    return SharedMemoryRegion(name, key, offset, byte_size)
+
+
+def parse_shared_memory_register(body: bytes, name: str) -> SharedMemoryRegion:
+    """REST's ``{"key": ..., "offset": ..., "byte_size": ...}`` (offset optional, 0) for the region ``name``."""
+    doc = load_object(body)
+    return shared_memory_region(name, doc.get("key"), doc.get("offset", 0), doc.get("byte_size"))
+
+
+def shared_memory_status_json(regions: Iterable[SharedMemoryRegion]) -> list[dict[str, Any]]:
+    return [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]
+
+
+def read_shared_input(ref: SharedMemoryRef, dtype: dtypes.DType, shape: Sequence[int], read: ReadShared | None, *,
+                      what: str) -> np.ndarray:
+    """A tensor from its shared-memory region through ``read``; a numeric tensor's byte size must match its shape
+    exactly (checked before anything is read)."""
+    if read is None:
+        raise InvalidInput(f"{what}: shared memory is not available on this endpoint")
+    if dtype is not dtypes.BYTES:
+        need = math.prod(shape) * (1 if dtype is dtypes.BOOL else dtype.numpy.itemsize)
+        if ref.byte_size != need:
+            raise InvalidInput(f"{what}: {SHM_BYTE_SIZE} is {ref.byte_size}, but shape {list(shape)} of "
+                               f"{dtype.name} needs {need}")
+    return decode_raw(read(ref), dtype, shape, what=what)
+
+
+def write_shared_outputs(outputs: Mapping[str, Any], refs: Mapping[str, SharedMemoryRef],
+                         write: WriteShared) -> dict[str, dict[str, Any]]:
+    """Writes each output named in ``refs`` into its region (raw layout, ``encode_raw``) and returns, per output,
+    the parameters its response entry carries instead of data (region, bytes written, offset)."""
+    answered = {}
+    for name, ref in refs.items():
+        if name not in outputs:
+            raise InvalidInput(f"output '{name}' is not an output of this signature")
+        raw = encode_raw(*output_array(outputs[name]))
+        write(ref, raw)
+        answered[name] = {SHM_REGION: ref.region, SHM_BYTE_SIZE: len(raw),
+                          **({SHM_OFFSET: ref.offset} if ref.offset else {})}
+    return answered
+
+
+def requested_shared_outputs(requested: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, SharedMemoryRef]:
+    """The requested outputs (name, plain parameters) to be written into shared memory, with their regions."""
+    refs = {}
+    for name, parameters in requested:
+        ref = shared_memory_ref(parameters, f"output '{name}'")
+        if ref is not None:
+            refs[name] = ref
+    return refs
+
+
+def decode_grpc_inputs(request: Any, read: ReadShared | None) -> dict[str, np.ndarray]:
+    """A gRPC ``ModelInferRequest``'s inputs as arrays: each from its shared-memory region, its typed contents or
+    the next ``raw_input_contents`` entry (raw entries belong, in order, to the inputs not in shared memory)."""
+    raw = list(request.raw_input_contents)
+    refs = [shared_memory_ref(parameter_values(t.parameters), f"input '{t.name}'") for t in request.inputs]
+    in_request = sum(ref is None for ref in refs)
+    if raw and len(raw) != in_request:
+        raise InvalidInput(f"{len(raw)} raw_input_contents for {in_request} inputs not in shared memory")
+    inputs: dict[str, np.ndarray] = {}
+    entries = iter(raw)
+    for tensor, ref in zip(request.inputs, refs, strict=True):
+        if tensor.name in inputs:
+            raise InvalidInput(f"input '{tensor.name}' appears twice")
+        if ref is None:
+            inputs[tensor.name] = decode_input(tensor, next(entries) if raw else None)
+            continue
+        what = f"input '{tensor.name}'"
+        if tensor.HasField("contents"):
+            raise InvalidInput(f"{what}: names a shared memory region and has contents too")
+        dtype, shape = _grpc_header(tensor, what)
+        inputs[tensor.name] = read_shared_input(ref, dtype, shape, read, what=what)
+    return inputs
+
+
 # ---------------------------------------------------------------------------------------------------------- requests
 
-def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
+def parse_infer(body: bytes, header_length: int | str | None, read_shared: ReadShared | None = None) -> V2Request:
     """Parse a V2 ``/infer`` request body into named numpy tensors.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` header (an int, or the header's text); ``None``
-    means the whole body is JSON. Every client mistake raises ``InvalidInput`` naming the field or tensor.
+    means the whole body is JSON. An input whose parameters name a shared-memory region is read through
+    ``read_shared``. Every client mistake raises ``InvalidInput`` naming the field or tensor.
     """
     json_end = _json_end(body, header_length)
     doc = load_object(body[:json_end])
@@ -227,6 +359,13 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
 
         size = params.get("binary_data_size")
         has_data = "data" in raw
+        ref = shared_memory_ref(params, f"input '{name}'")
+        if ref is not None:
+            if has_data or size is not None:
+                raise InvalidInput(f"input '{name}' names a shared memory region and has data too")
+            data = read_shared_input(ref, dtype, shape, read_shared, what=f"input '{name}'")
+            inputs.append(V2Tensor(name=name, datatype=dtype.name, shape=shape, data=data, parameters=params))
+            continue
         if size is not None and has_data:
             raise InvalidInput(f"input '{name}' has both 'data' and parameters.binary_data_size")
         if size is None and not has_data:
@@ -251,6 +390,34 @@ def parse_infer(body: bytes, header_length: int | str | None) -> V2Request:
         raise InvalidInput(f"the body has {len(binary)} bytes of binary tensor data but the inputs' "
                            f"binary_data_size add up to {offset}")
     return V2Request(id=request_id, inputs=inputs, outputs=_requested_outputs(doc), parameters=parameters)
+
+
+def parse_index_request(body: bytes) -> bool:
+    """A repository index request's ``{"ready": true}`` (only the ready versions); an empty body asks for all."""
+    if not body.strip():
+        return False
+    ready = load_object(body).get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInput(f"'ready' must be true or false, got {ready!r}")
+    return ready
+
+
+def check_load_parameters(names: Iterable[str]) -> None:
+    """A repository load's parameters (REST's ``{"parameters": {...}}``, gRPC's map): Triton's ``config`` override and
+    ``file:`` contents are not supported (versions load from the repository as they are), and silently ignoring them
+    would serve something else than the client asked for."""
+    unsupported = sorted(names)
+    if unsupported:
+        raise NotImplementedYet(f"repository load parameters are not supported ({', '.join(map(shown, unsupported))}): "
+                                "tlserve loads a model's versions from the repository as they are")
+
+
+def load_parameter_names(body: bytes) -> list[str]:
+    """The parameter names of REST's load body (an empty body has none)."""
+    if not body.strip():
+        return []
+    parameters = _parameters(load_object(body), "load request")
+    return list(parameters)
 
 
 def binary_output_names(request: V2Request, output_names: Iterable[str]) -> set[str]:
@@ -345,12 +512,14 @@ def _is_int(value: Any) -> bool:
 # --------------------------------------------------------------------------------------------------------- responses
 
 def encode_infer_response(model_name: str, model_version: str | None, outputs: dict[str, np.ndarray], *,
-                          request_id: str | None, binary_outputs: set[str]) -> tuple[bytes, int | None]:
+                          request_id: str | None, binary_outputs: set[str],
+                          shared: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[bytes, int | None]:
     """Encode a V2 ``/infer`` response; returns ``(body, header_length)``.
 
     Outputs named in ``binary_outputs`` (and BYTES outputs that are not valid utf-8, which JSON cannot carry) go after
     the JSON as binary data with ``parameters.binary_data_size``; then ``header_length`` is the JSON's length, to send
-    as ``Inference-Header-Content-Length``. Without binary outputs it is ``None``.
+    as ``Inference-Header-Content-Length``. Without binary outputs it is ``None``. Outputs in ``shared``
+    (``write_shared_outputs``) carry their shared-memory parameters and no data.
     """
     doc: dict[str, Any] = {"model_name": model_name}
     if model_version is not None:
@@ -361,6 +530,10 @@ def encode_infer_response(model_name: str, model_version: str | None, outputs: d
     for name, value in outputs.items():
         array, dtype = output_array(value)
         entry: dict[str, Any] = {"name": name, "datatype": dtype.name, "shape": list(array.shape)}
+        if shared and name in shared:
+            entry["parameters"] = dict(shared[name])
+            entries.append(entry)
+            continue
         data = None if name in binary_outputs else _json_data(array, dtype)
         if data is None:
             raw = encode_raw(array, dtype)

@@ -58,21 +58,21 @@ class NotFound(ServiceError):
     @classmethod
     def servable(cls, model: str, version: int | None = None) -> NotFound:
         """No such model (``version`` None) or no such version: TF Serving's ``ServableRequest::DebugString``."""
-        request = f"Latest({_shown(model)})" if version is None else f"Specific({_shown(model)}, {version})"
+        request = f"Latest({shown(model)})" if version is None else f"Specific({shown(model)}, {version})"
         return cls(f"Servable not found for request: {request}")
 
     @classmethod
     def label(cls, label: str) -> NotFound:
         """A version label the model's config does not assign (TF Serving's ServerCore text)."""
-        return cls(f"Unrecognized servable version label: {_shown(label)}")
+        return cls(f"Unrecognized servable version label: {shown(label)}")
 
     @classmethod
     def signature(cls, name: str) -> NotFound:
         """A signature the version does not have (TF Serving's predict_util text)."""
-        return cls(f'Serving signature key "{_shown(name)}" not found.')
+        return cls(f'Serving signature key "{shown(name)}" not found.')
 
 
-def _shown(text: str, limit: int = 100) -> str:
+def shown(text: str, limit: int = 100) -> str:
     """A name from outside as an error echoes it: itself when short and printable, else its first ``limit``
     characters quoted (a 100 KB or control-character name must not reach a status message or a log as is)."""
     return text if len(text) <= limit and text.isprintable() else repr(text[:limit])
@@ -92,6 +92,12 @@ class InternalError(ServiceError):
 
 class NotImplementedYet(ServiceError):
     kind = NOT_IMPLEMENTED
+
+    @classmethod
+    def cuda_shared_memory(cls) -> NotImplementedYet:
+        """Triton's CUDA shared-memory extension: the one text of both transports."""
+        return cls("CUDA shared memory is not supported: this server has no GPU shared memory; "
+                   "use system shared memory (/v2/systemsharedmemory) or send the tensors in the request")
 
 
 class Unavailable(ServiceError):

@@ -6,6 +6,9 @@ Generated inputs per test: ``fuzzing.EXAMPLES`` (150 by default)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -163,7 +166,12 @@ def v2_requests(draw) -> v2_pb.ModelInferRequest:
     if draw(st.booleans()):
         request.parameters["signature_name"].string_param = draw(SIGNATURES)
     for name in draw(st.lists(st.sampled_from(["scores", "classes", "y"]) | st.text(max_size=3), max_size=2)):
-        request.outputs.add(name=name)
+        output = request.outputs.add(name=name)
+        kind = draw(st.sampled_from([None, "int64_param", "uint64_param", "string_param", "double_param"]))
+        if kind is not None:  # Triton's classification parameter, of any member and value
+            value = {"int64_param": st.integers(-2**63, 2**63 - 1), "uint64_param": st.integers(0, 2**64 - 1),
+                     "string_param": st.text(max_size=4), "double_param": st.floats()}[kind]
+            setattr(output.parameters["classification"], kind, draw(value))
     return request
 
 
@@ -172,6 +180,15 @@ def v2_requests(draw) -> v2_pb.ModelInferRequest:
 def test_v2_infer_requests(channel, request):
     stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
     assert_grpc_coped(lambda: stub.ModelInfer(request, timeout=TIMEOUT))
+
+
+@fuzz_settings
+@given(model=NAMES, version=st.text(max_size=24))
+def test_v2_config_and_statistics_requests(channel, model, version):
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    assert_grpc_coped(lambda: stub.ModelConfig(v2_pb.ModelConfigRequest(name=model, version=version), timeout=TIMEOUT))
+    assert_grpc_coped(lambda: stub.ModelStatistics(v2_pb.ModelStatisticsRequest(name=model, version=version),
+                                                   timeout=TIMEOUT))
 
 
 @fuzz_settings
@@ -193,6 +210,55 @@ def test_classifier_requests(channel, model, version, label, images, pixels, top
     stub = classifier_pb2_grpc.ClassifierStub(channel)
     assert_grpc_coped(lambda: stub.Classify(request, timeout=TIMEOUT))
     assert_grpc_coped(lambda: stub.GetModel(classifier_pb2.GetModelRequest(name=model), timeout=TIMEOUT))
+
+
+@pytest.fixture(scope="module")
+def shm_object():
+    """A real 64-byte POSIX shared-memory object (created as shm_open would, under /dev/shm), removed afterwards."""
+    path = Path("/dev/shm") / f"tlserve-fuzz-{os.getpid()}"
+    path.write_bytes(bytes(range(64)))
+    yield "/" + path.name
+    path.unlink(missing_ok=True)
+
+
+SHM_KEYS = st.sampled_from(["", "/", "/../etc/passwd", "/a/b", "/nope", "x\x00", "/" + "k" * 300]) | st.text(max_size=8)
+SHM_SIZES = st.integers(0, 80) | st.sampled_from([2**31, 2**63 - 1, 2**64 - 1])
+SHM_PARAMS = st.dictionaries(
+    st.sampled_from(["shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"]),
+    st.tuples(st.sampled_from(["string_param", "int64_param", "bool_param"]),
+              st.sampled_from(["r", "nope", ""]) | st.integers(-2**63, 2**63 - 1) | st.booleans()), max_size=3)
+
+
+def _set(parameter, choice):
+    kind, value = choice
+    try:
+        setattr(parameter, kind, value)
+    except (TypeError, ValueError):  # a value of the wrong type for that field: leave the parameter unset
+        pass
+
+
+@fuzz_settings
+@given(key=SHM_KEYS, use_real=st.booleans(), offset=SHM_SIZES, byte_size=SHM_SIZES,
+       input_params=SHM_PARAMS, output_params=SHM_PARAMS, shape=st.lists(st.integers(0, 5), max_size=2))
+def test_shared_memory_requests(channel, shm_object, key, use_real, offset, byte_size, input_params, output_params,
+                                shape):
+    """Registering any key and bounds, then inferring with any shared-memory parameters, copes; nothing is left."""
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    register = v2_pb.SystemSharedMemoryRegisterRequest(name="r", key=shm_object if use_real else key, offset=offset,
+                                                       byte_size=byte_size)
+    assert_grpc_coped(lambda: stub.SystemSharedMemoryRegister(register, timeout=TIMEOUT))
+    request = v2_pb.ModelInferRequest(model_name="half_plus_two")
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=shape)
+    for name, choice in input_params.items():
+        _set(tensor.parameters[name], choice)
+    output = request.outputs.add(name="y")
+    for name, choice in output_params.items():
+        _set(output.parameters[name], choice)
+    assert_grpc_coped(lambda: stub.ModelInfer(request, timeout=TIMEOUT))
+    assert_grpc_coped(lambda: stub.SystemSharedMemoryStatus(v2_pb.SystemSharedMemoryStatusRequest(name="r"),
+                                                            timeout=TIMEOUT))
+    stub.SystemSharedMemoryUnregister(v2_pb.SystemSharedMemoryUnregisterRequest(), timeout=TIMEOUT)
+    assert not stub.SystemSharedMemoryStatus(v2_pb.SystemSharedMemoryStatusRequest(), timeout=TIMEOUT).regions
 
 
 def test_a_good_predict_still_works(channel, images):

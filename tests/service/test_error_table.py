@@ -130,9 +130,8 @@ def _http_internal(server, http):
 
 
 def _http_not_implemented(server, http):
-    # No HTTP route answers 501 today: the only NotImplemented answer is gRPC HandleReloadConfigRequest, which has
-    # no REST counterpart (TF Serving's REST API has no config reload).
-    pytest.skip("no HTTP route of tlserve answers 501 (nothing unimplemented is routed over HTTP)")
+    # Triton's CUDA shared memory: there is no GPU memory to share in this build.
+    return http.post("/v2/cudasharedmemory/region/gpu/register", json={"raw_handle": {"b64": ""}, "byte_size": 4})
 
 
 def _http_unavailable(server, http):

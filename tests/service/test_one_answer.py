@@ -43,6 +43,7 @@ JSON_ROUTES = {
     "/v1/models/half_plus_two:regress": "examples",
     "/v2/models/half_plus_two/infer": "inputs",
     "/classify": "images",
+    "/v2/systemsharedmemory/region/r/register": "key",
 }
 
 
@@ -80,8 +81,7 @@ def test_hostile_json_is_a_4xx_in_the_error_shape_on_every_route(client, route, 
 
 @pytest.mark.parametrize("case", list(_hostile_bodies("ready")))
 def test_hostile_json_to_the_repository_index_is_never_a_5xx(client, case):
-    # POST /v2/repository/index takes an optional body ({"ready": true} in Triton's extension); tlserve ignores
-    # it. Whatever the body, the answer must not be a server error, and it is JSON either way.
+    # POST /v2/repository/index takes an optional body ({"ready": true} in Triton's extension). Whatever the body, the answer must not be a server error, and it is JSON either way.
     response = client.post("/v2/repository/index", content=_hostile_bodies("ready")[case],
                            headers={"Content-Type": "application/json"})
     assert response.status_code < 500, response.text[:300]

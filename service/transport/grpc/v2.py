@@ -1,19 +1,32 @@
-"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``."""
+"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with Triton's model
+configuration, statistics and classification extensions (``codec/triton.py``), model repository
+(``v2_repository.py``) and shared memory (``v2_shared_memory.py``). The RPCs of the proto this servicer does not
+override answer UNIMPLEMENTED (the generated base class)."""
 
 from __future__ import annotations
 
-from service.codec.v2 import decode_input, fill_infer_outputs
+from google.protobuf import json_format
+
+from service.codec import triton
+from service.codec.v2 import (
+    decode_grpc_inputs,
+    fill_infer_outputs,
+    parameter_values,
+    requested_shared_outputs,
+    write_shared_outputs,
+)
 from service.codec.version import parse_version
 from service.core.dataplane import AVAILABLE, DataPlane, Target
-from service.core.errors import InvalidInput
 from service.transport.grpc.calls import describe, rpc, timeout_of
 from service.transport.grpc.protos.inference import grpc_service_pb2 as pb
 from service.transport.grpc.protos.inference import grpc_service_pb2_grpc
+from service.transport.grpc.v2_repository import RepositoryRpcs
+from service.transport.grpc.v2_shared_memory import SharedMemoryRpcs
 
 PROTOCOL = "v2-grpc"
 
 
-class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+class InferenceServicer(RepositoryRpcs, SharedMemoryRpcs, grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics, server_version: str):
         self.dataplane, self.metrics, self._version = dataplane, metrics, server_version
 
@@ -34,7 +47,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="tlserve", version=self._version,
-                                         extensions=["model_repository"])
+                                         extensions=list(triton.GRPC_EXTENSIONS))
 
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
@@ -52,23 +65,34 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "infer")
     async def ModelInfer(self, request, context):
         describe(model=request.model_name)
-        raw = list(request.raw_input_contents)
-        if raw and len(raw) != len(request.inputs):
-            raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-        inputs = {}
-        for i, tensor in enumerate(request.inputs):
-            if tensor.name in inputs:
-                raise InvalidInput(f"input '{tensor.name}' appears twice")
-            inputs[tensor.name] = decode_input(tensor, raw[i] if raw else None)
+        inputs = decode_grpc_inputs(request, self.dataplane.shared_memory_read)
         signature = "serving_default"
         if "signature_name" in request.parameters:
             signature = request.parameters["signature_name"].string_param
         target = Target(request.model_name, parse_version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
+        requested = [(o.name, parameter_values(o.parameters)) for o in request.outputs]
+        counts = triton.class_counts(requested)
+        in_shm = requested_shared_outputs(requested)
         number, outputs = await self.dataplane.predict(target, signature, inputs, output_filter=wanted,
-                                                       deadline=self.dataplane.deadline(timeout_of(context)))
+                                                       deadline=self.dataplane.deadline(timeout_of(context)),
+                                                       class_counts=counts)
         describe(version=number)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
-        fill_infer_outputs(response, outputs, raw=bool(raw))
+        shared = write_shared_outputs(outputs, in_shm, self.dataplane.shared_memory_write)
+        fill_infer_outputs(response, outputs, raw=bool(request.raw_input_contents), shared=shared)
         return response
+
+    @rpc(PROTOCOL, "model_config")
+    async def ModelConfig(self, request, context):
+        describe(model=request.name)
+        config = self.dataplane.model_config(Target(request.name, parse_version(request.version)))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(triton.model_config_json(config), pb.ModelConfig()))
+
+    @rpc(PROTOCOL, "model_statistics")
+    async def ModelStatistics(self, request, context):
+        describe(model=request.name)
+        stats = self.dataplane.statistics(request.name or None, parse_version(request.version))
+        return json_format.ParseDict(triton.statistics_json(stats), pb.ModelStatisticsResponse())
+

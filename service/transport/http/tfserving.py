@@ -69,7 +69,8 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         with dataplane.resolve(target) as served:
             parsed = await parse_off_loop(body, tfserving_json.parse_predict,
                                           lambda signature: served.signature(signature).inputs)
-            outputs = await served.predict(parsed.signature_name, parsed.inputs, deadline=deadline)
+            _, outputs = await dataplane.predict(target, parsed.signature_name, parsed.inputs, deadline=deadline,
+                                                 resolved=served)
         describe(request, version=served.number)
         return json_response(tfserving_json.format_predict(outputs, parsed.row_format))
 
@@ -82,7 +83,8 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         # One resolution for the signature check and the run, so that both see the same version.
         with dataplane.resolve(target) as served:
             key = tfserving_json.examples_input(served.signatures, signature)
-            outputs = await served.predict(signature, {key: serialized}, deadline=deadline)
+            _, outputs = await dataplane.predict(target, signature, {key: serialized}, deadline=deadline,
+                                                 resolved=served)
         describe(request, version=served.number)
         if verb == "classify":
             if "classes" not in outputs and "scores" not in outputs:
