@@ -98,6 +98,9 @@ def _port_declared(port, container: dict) -> bool:
 
 def _check_workload(w: Workload, by_kind: dict) -> list[str]:
     problems = []
+    account = w.pod_spec.get("serviceAccountName")
+    if account and account != "default" and (w.namespace, account) not in by_kind.get("ServiceAccount", {}):
+        problems.append(f"{w.ref}: serviceAccountName {account!r} is not in the manifests")
     volumes = {v.get("name"): v for v in w.pod_spec.get("volumes") or []}
     for container in _containers(w.pod_spec):
         where = f"{w.ref} container {container.get('name')}"

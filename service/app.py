@@ -32,8 +32,10 @@ from service.observability.records import RecordMetrics
 from service.records.cloudevents import CloudEventsSink
 from service.records.recorder import Recorder, Sink
 from service.records.requestlog import RequestLog
-from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
+from service.repository.config import ConfigFileSource, ModelSpec, RepositorySource
+from service.repository.discovery import LocalFolders, VersionSource
 from service.repository.manager import ModelRepository
+from service.repository.objectstore import ObjectStore
 from service.runtime import devices
 from service.serving.loader import VersionLoader
 from service.serving.version import BatchingSettings
@@ -42,6 +44,7 @@ from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, explain, tfserving, v2, v2_shared_memory
 from service.transport.http.auth import BearerAuth
 from service.transport.http.common import RequestAccounting, error_response
+from tlserve.contract import is_url
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,10 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
                                 s.allowed_sizes())
 
     load = VersionLoader(batching, limits, device=lambda: runtime.device, on_batch=metrics.observe_batch)
+    local, store = LocalFolders(), ObjectStore(settings.model_cache_dir)
+
+    def sources(base_path) -> VersionSource:
+        return store if is_url(base_path) else local
 
     if settings.model_base_path is not None:
         single = [ModelSpec(settings.model_name, settings.model_base_path)]
@@ -135,10 +142,10 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     elif settings.model_config_file:
         specs = ConfigFileSource(settings.model_config_file, settings.config_poll_interval_s)
     else:
-        def specs():
-            return specs_from_repository(settings.model_repo)
+        specs = RepositorySource(settings.model_repo, store.children)
 
-    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
+    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event,
+                                 sources=sources)
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder)

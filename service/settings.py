@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from tlserve.contract import StoreUrlError, is_url, split_store_url
 
 ENV_PREFIX = "TLSERVE_"
 
@@ -31,11 +34,16 @@ def setting(default, help: str, *, flag: str = "", minimum: float | None = None,
 
 @dataclass(frozen=True)
 class Settings:
-    model_repo: Path = setting(Path("models"), "model repository: one sub-folder per model, numbered versions inside")
+    # A folder, or an object-store URL (s3://bucket/prefix, gs://bucket/prefix): kept as a string, never a Path.
+    model_repo: Path | str = setting(Path("models"), "model repository: one sub-folder per model, numbered versions "
+                                     "inside; a folder or s3://bucket/prefix, gs://bucket/prefix")
     model_config_file: Path | None = setting(None, "a TF Serving ModelServerConfig text file (versions, labels)")
     # TF Serving's --model_name/--model_base_path: serve this one model (instead of model_repo's sub-folders).
     model_name: str = setting("", "serve only this model, from --model-base-path (TF Serving's --model_name)")
-    model_base_path: Path | None = setting(None, "the folder of --model-name's numbered versions")
+    model_base_path: Path | str | None = setting(None, "the folder (or s3:// / gs:// URL) of --model-name's "
+                                                 "numbered versions")
+    model_cache_dir: Path = setting(Path(tempfile.gettempdir()) / "tlserve-model-cache",
+                                    "where versions from an object store are downloaded to before loading")
     config_poll_interval_s: float | None = setting(
         None, "re-read --model-config-file: unset with every repository poll; 0 only at start; > 0 at most this "
         "often", minimum=0)
@@ -116,6 +124,12 @@ class Settings:
             problems.append("grpc_port must be a port number, or -1 for none")
         if self.grpc_max_message_mb <= 0:
             problems.append("grpc_max_message_mb must be > 0")
+        for name in ("model_repo", "model_base_path"):
+            if is_url(getattr(self, name)):
+                try:
+                    split_store_url(getattr(self, name))
+                except StoreUrlError as exc:
+                    problems.append(f"{name}: {exc}")
         if bool(self.model_name) != (self.model_base_path is not None):
             problems.append("model_name and model_base_path go together: set both or neither")
         if self.prometheus_path and not self.prometheus_path.startswith("/"):
@@ -244,6 +258,8 @@ def convert(f: dataclasses.Field, raw: str):
         if kind.startswith("float"):
             return float(raw)
         if "Path" in kind:
+            if "str" in kind and is_url(raw):
+                return raw  # an object-store URL: Path() would fold its '//'
             return Path(raw) if raw else None
         return raw
     except ValueError:

@@ -4,6 +4,7 @@ discovery and the training export read one folder listing the same way."""
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -158,3 +159,31 @@ def test_service_discovery_and_training_export_agree_on_every_name(tmp_path):
     assert served == expected
     assert exported == expected
     assert existing_versions(tmp_path) == sorted(expected) == list(served)
+
+
+# --- publishing and object-store URLs ----------------------------------------------------------------------------
+def test_a_staging_name_is_never_a_version_and_the_graph_file_is_published_last():
+    name = contract.staging_name(3, "ab12cd34")
+    assert name == ".tmp-3-ab12cd34" and contract.parse_version(name) is None
+    order = contract.publish_order(["saved_model.pb", "variables/variables.index", "assets/labels.txt",
+                                    "variables/variables.data-00000-of-00001"])
+    assert order[-1] == "saved_model.pb" and sorted(order[:-1]) == order[:-1]
+
+
+@pytest.mark.parametrize("url, parts", [("s3://models/repo", ("s3", "models", "repo")),
+                                        ("gs://my.bucket/a/b/", ("gs", "my.bucket", "a/b")),
+                                        ("GCS://bucket", ("gcs", "bucket", "")),
+                                        ("s3://bucket//a///b", ("s3", "bucket", "a/b"))])
+def test_store_urls_split_into_scheme_bucket_and_prefix(url, parts):
+    assert contract.is_url(url) and contract.split_store_url(url) == parts
+
+
+@pytest.mark.parametrize("url, why", [("/models", "not a URL"), ("file:///models", "file:// is not supported"),
+                                      ("s3://user:pass@bucket/m", "must not hold credentials"),
+                                      ("s3://ab/m", "not a valid bucket name"), ("s3://Bucket/m", "bucket name"),
+                                      ("s3:///m", "bucket name"), ("s3://bucket/m?versionId=1", "'?' or '#'"),
+                                      ("gs://bucket/a/../b", "'..' are not allowed")])
+def test_bad_store_urls_say_why(url, why):
+    with pytest.raises(contract.StoreUrlError, match=re.escape(why)) as caught:
+        contract.split_store_url(url)
+    assert "pass" not in str(caught.value)

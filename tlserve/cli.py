@@ -61,8 +61,9 @@ def _train_fields(args: argparse.Namespace) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.distribute import export_destination
+    from tlserve.contract import is_url
     from training.evaluate import export_trained
+    from training.publish import check_destination, export_root
     from training.report import summary_lines
     from training.train import TrainConfig, train
 
@@ -74,19 +75,24 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--name is required (or --init-from models/<name> to retrain a served model)")
     cfg = TrainConfig(name=args.name, **_train_fields(args))
     cfg.validate()
+    out_root = args.out or "models"
+    if is_url(out_root):
+        check_destination(out_root)  # a bad URL or a missing bucket fails now, not after the training
     trained = train(cfg)
     # Unset flags leave training.open_set's defaults in charge (each default is written once).
     trust = {k: v for k, v in (("unknown_method", args.unknown_score), ("false_rejection", args.false_rejection))
              if v is not None}
-    with export_destination(args.out or "models", trained.chief) as out:  # other workers: a temporary folder
-        path, report = export_trained(trained, out, args.version, **trust)
+    # Other workers: a temporary folder, removed. An object store: a temporary folder, then published to the store.
+    with export_root(out_root, cfg.name, args.version, trained.chief) as (out, version):
+        path, report = export_trained(trained, out, version, **trust)
     print("\n".join(summary_lines(report)))
     _trained_lines(trained)
     if not trained.chief:
         print("not exporting: this worker is not the chief (the chief exports)")
         return 0
-    print(f"exported {path}")
-    print(f"report   {path / REPORT_DIR / 'report.md'}")
+    where = f"{out_root.rstrip('/')}/{cfg.name}/{path.name}" if is_url(out_root) else str(path)
+    print(f"exported {where}")
+    print(f"report   {where}/{REPORT_DIR}/report.md")
     return 0
 
 
@@ -190,14 +196,30 @@ def serve_settings(args: argparse.Namespace, environ: dict[str, str]):
     return Settings.from_env(environ, **given)
 
 
+def check_location(location: Path | str, settings, what: str, hint: str = "") -> None:
+    """Refuse to start on a folder that does not exist, or an object store that cannot be reached (``UsageError``,
+    one line: no traceback, no credentials)."""
+    from service.repository.config import ConfigError
+    from service.repository.objectstore import ObjectStore
+    from tlserve.contract import is_url
+
+    if is_url(location):
+        try:
+            ObjectStore(settings.model_cache_dir).check(str(location))
+        except ConfigError as exc:
+            raise UsageError(f"{what} {exc}") from None
+    elif not Path(location).is_dir():
+        raise UsageError(f"{what} {location} does not exist{hint}")
+
+
 def _serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args, dict(os.environ))
     if settings.model_config_file and not settings.model_config_file.is_file():
         raise UsageError(f"model config file {settings.model_config_file} does not exist")
-    if settings.model_base_path and not settings.model_base_path.is_dir():
-        raise UsageError(f"model base path {settings.model_base_path} does not exist")
-    if not (settings.model_config_file or settings.model_base_path) and not settings.model_repo.is_dir():
-        raise UsageError(f"model repository {settings.model_repo} does not exist (train a model first)")
+    if settings.model_base_path is not None:
+        check_location(settings.model_base_path, settings, "model base path")
+    elif not settings.model_config_file:
+        check_location(settings.model_repo, settings, "model repository", " (train a model first)")
     # BentoML re-imports the service in its worker: the settings travel as TLSERVE_* variables, with absolute
     # paths (the worker may not share our working directory).
     absolute = {f.name: getattr(settings, f.name).resolve() for f in dataclasses.fields(settings)
@@ -276,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "fine-tunes briefly and exports the next version beside it, unless it scores worse")
     t.add_argument("--force", action="store_true",
                    help="with --init-from: export even if the new model scores worse than the one it started from")
-    t.add_argument("--out", help="model repository (default: models; with --init-from, the served model's)")
+    t.add_argument("--out", help="model repository: a folder, or s3://bucket/prefix, gs://bucket/prefix (default: "
+                   "models; with --init-from, the served model's)")
     t.add_argument("--version", type=_positive, help="version number (default: the next free one)")
     t.add_argument("--backbone", help="see `tlserve backbones list` (with --init-from: the served model's)")
     t.add_argument("--weights", help="Keras Applications backbones: a Keras weights file, or imagenet")

@@ -9,7 +9,9 @@ TensorFlow, nothing from ``service/`` or ``training/``); ``tests/test_contract.p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 # --- files of a version folder (paths relative to models/<name>/<version>/, "/"-separated) -------------------------
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -64,6 +66,69 @@ def version_name_order(name: str) -> tuple[int, str]:
     """Sort key of folder names: when two folders mean one number ('7' and '007'), the first in this order (the
     shortest name, then the smallest string) is that version; the others are ignored."""
     return len(name), name
+
+
+# --- publishing a version ------------------------------------------------------------------------------------
+# A version is written under a hidden staging name (never a version folder, so a server ignores it), then given its
+# final name. Object stores have no rename: the files are copied to the final name one by one, the graph file last,
+# so a server (which waits for the graph file and every variables shard, see service/repository/discovery.py) sees
+# the version only once every other file is in place.
+STAGING_PREFIX = ".tmp-"
+
+
+def staging_name(version: int, token: str) -> str:
+    """The hidden folder name a version is written under before it gets its number: ``.tmp-3-ab12cd34``."""
+    return f"{STAGING_PREFIX}{version}-{token}"
+
+
+def publish_order(paths: Iterable[str]) -> list[str]:
+    """The relative ``/``-separated file paths of a version in the order to publish them: the graph file last."""
+    graphs = (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE)
+    return sorted(paths, key=lambda p: (p in graphs, p))
+
+
+# --- object stores ---------------------------------------------------------------------------------------------
+# A model repository, a model's base path or an export destination may be an object-store URL instead of a local
+# folder: ``s3://bucket/prefix`` (s3fs) or ``gs://bucket/prefix`` (gcsfs; ``gcs://`` is its alias). Credentials
+# never go in the URL: each library takes them from its standard chain (environment, web identity, metadata server).
+STORE_SCHEMES = ("s3", "gs", "gcs")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]")  # S3's and GCS's bucket names, lower case
+
+
+class StoreUrlError(ValueError):
+    """An object-store URL that cannot be used; the message says why and how to write it."""
+
+
+def is_url(location: str | object) -> bool:
+    """True when ``location`` is written as a URL (``scheme://...``) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+def split_store_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, bucket, prefix)`` of ``s3://bucket/some/prefix/`` (prefix without its end slashes).
+
+    Raises ``StoreUrlError`` for another scheme, a missing or invalid bucket, credentials in the URL, a query or a
+    fragment, and for ``.``/``..`` path segments (a prefix cannot climb out of itself).
+    """
+    if not is_url(url):
+        raise StoreUrlError(f"{url!r} is not a URL; write s3://bucket/prefix or gs://bucket/prefix")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in STORE_SCHEMES:
+        raise StoreUrlError(f"{scheme}:// is not supported; use a local folder, s3://bucket/prefix or "
+                            "gs://bucket/prefix")
+    if "@" in parts.netloc:
+        raise StoreUrlError(f"{scheme}:// URLs must not hold credentials; set them in the environment (AWS_* "
+                            "variables, GOOGLE_APPLICATION_CREDENTIALS) or use a service account")
+    if parts.query or parts.fragment:
+        raise StoreUrlError(f"{scheme}://{parts.netloc}{parts.path}: remove the '?' or '#' part of the URL")
+    if not _BUCKET.fullmatch(parts.netloc):
+        raise StoreUrlError(f"{scheme}://{parts.netloc[:100]}: not a valid bucket name (at least 3 lower-case "
+                            "letters, digits, '.', '-' or '_'); write s3://bucket/prefix")
+    segments = [s for s in parts.path.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise StoreUrlError(f"{scheme}://{parts.netloc}{parts.path}: '.' and '..' are not allowed in the prefix")
+    return scheme, parts.netloc, "/".join(segments)
 
 
 # --- signatures of a tlserve export ----------------------------------------------------------------------------

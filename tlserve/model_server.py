@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from service.settings import Settings, SettingsError
+from tlserve.contract import is_url
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -177,7 +178,7 @@ def _usage() -> str:
 def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     """TF Serving's flags (and Docker environment) -> tlserve ``Settings``; file problems are ``UsageError``."""
     from service.repository.config import ConfigError, load_model_config
-    from tlserve.contract import valid_model_name
+    from tlserve.contract import StoreUrlError, split_store_url, valid_model_name
     from tlserve.tfserving_files import ConfigFileError, load_batching_parameters, load_prometheus_path
 
     def get(name: str) -> Any:  # Any: each flag's value has the type of its Flag.kind
@@ -190,8 +191,9 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
     if docker:
         # TF Serving's Docker entrypoint: --model_name=$MODEL_NAME --model_base_path=$MODEL_BASE_PATH/$MODEL_NAME
         name = environ.get("MODEL_NAME", DOCKER_MODEL_NAME)
-        changes.update(model_name=name, model_base_path=Path(environ.get("MODEL_BASE_PATH", DOCKER_MODEL_BASE_PATH),
-                                                                  name))
+        docker_base = environ.get("MODEL_BASE_PATH", DOCKER_MODEL_BASE_PATH)
+        changes.update(model_name=name, model_base_path=f"{docker_base.rstrip('/')}/{name}" if is_url(docker_base)
+                       else Path(docker_base, name))
         rest_port = values.get("rest_api_port", DOCKER_REST_API_PORT)
     elif get("model_config_file"):
         path = Path(get("model_config_file"))
@@ -202,15 +204,18 @@ def settings_from_flags(values: dict[str, object], environ: dict[str, str]):
         poll = get("model_config_file_poll_wait_seconds")
         changes.update(model_config_file=path, config_poll_interval_s=float(max(poll, 0)))
     elif get("model_base_path"):
-        changes.update(model_name=get("model_name"), model_base_path=Path(get("model_base_path")))
+        base_path = get("model_base_path")  # a URL stays a string: Path() folds '//'
+        changes.update(model_name=get("model_name"), model_base_path=base_path if is_url(base_path)
+                       else Path(base_path))
     else:
         raise UsageError("both --model_base_path and --model_config_file are empty: give one (or set MODEL_NAME / "
                          "MODEL_BASE_PATH as TF Serving's Docker image does)")
     if "model_base_path" in changes:
-        base = get("model_base_path") or environ.get("MODEL_BASE_PATH", "")  # as typed: Path() folds '//'
-        if "://" in base:
-            raise UsageError(f"model base path {base!r} is a URL; tlserve serves local directories only "
-                             "(mount or copy the model; see README 'Migrating from TF Serving')")
+        if is_url(changes["model_base_path"]):
+            try:
+                split_store_url(changes["model_base_path"])
+            except StoreUrlError as exc:
+                raise UsageError(f"--model_base_path: {exc}") from None
         if not valid_model_name(str(changes["model_name"])):
             raise UsageError(f"--model_name={changes['model_name']!r} is not a valid model name")
 
@@ -282,6 +287,17 @@ async def serve(settings) -> None:
     await serve_runtime(runtime, app)
 
 
+def check_store(url: str, settings: Settings) -> None:
+    """``UsageError`` (one line, no credentials) unless the object store of ``url`` answers and has its bucket."""
+    from service.repository.config import ConfigError
+    from service.repository.objectstore import ObjectStore
+
+    try:
+        ObjectStore(settings.model_cache_dir).check(url)
+    except ConfigError as exc:
+        raise UsageError(f"--model_base_path {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -289,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigFileInvalid as exc:
         print(f"tlserve-model-server: {exc}", file=sys.stderr)
         return 1
+    except UsageError as exc:
+        print(f"tlserve-model-server: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if is_url(settings.model_base_path):  # a local folder may appear later (TF Serving waits); a store must answer
+            check_store(str(settings.model_base_path), settings)
     except UsageError as exc:
         print(f"tlserve-model-server: {exc}", file=sys.stderr)
         return 2

@@ -200,7 +200,7 @@ def export(model: keras.Model, *, root: str | Path, name: str, classes: list[str
         raise ExportError(f"version {version} of {name} must be >= 1 and fit in int64, as TF Serving's versions do")
     version = version or (taken[-1] + 1 if taken else 1)
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    staging = model_dir / contract.staging_name(version, uuid.uuid4().hex[:8])
     try:
         module = ServingModule(model, classes, image_size, resize, calibration=calibration, unknown=unknown)
         tf.saved_model.save(module, str(staging), signatures=module.signatures())

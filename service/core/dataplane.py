@@ -69,7 +69,7 @@ class Explanation:
 @dataclass
 class VersionStatus:
     number: int
-    path: Path
+    path: Path | str  # where the version was found: a folder, or an object-store URL
     state: str
     error: str = ""
     stamp: tuple = ()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -15,7 +15,7 @@ from types import MappingProxyType
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from tlserve.contract import valid_model_name
+from tlserve.contract import StoreUrlError, is_url, split_store_url, valid_model_name
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,17 @@ class VersionPolicy:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model to serve: its name, where its version directories live, its version policy and labels."""
+    """One model to serve: its name, where its version directories live (a folder, or an object-store URL such as
+    ``s3://bucket/models/name``), its version policy and labels."""
 
     name: str
-    base_path: Path
+    base_path: Path | str
     policy: VersionPolicy = VersionPolicy("latest", 1)
     labels: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "base_path", Path(self.base_path))
+        # A URL stays a string: Path() would fold its '//'.
+        object.__setattr__(self, "base_path", self.base_path if is_url(self.base_path) else Path(self.base_path))
         # A read-only copy: a spec is shared between the reloader and request handlers.
         object.__setattr__(self, "labels", MappingProxyType({str(k): int(v) for k, v in self.labels.items()}))
 
@@ -130,24 +132,56 @@ class ConfigFileSource:
         return self._specs
 
 
-def specs_from_repository(root: str | Path) -> list[ModelSpec]:
+def specs_from_repository(root: str | Path,
+                          list_folders: Callable[[str], list[str]] | None = None) -> list[ModelSpec]:
     """One spec (latest version) per model directory under ``root``, sorted by name, when there is no config file.
 
+    ``root`` may be an object-store URL; ``list_folders(url)`` then gives the folder names under it.
     Hidden directories and names that cannot be model names are skipped (logged); files are ignored.
     """
+    if is_url(root):
+        if list_folders is None:
+            raise ConfigError(f"{root}: no object store is configured to list this URL")
+        url = str(root).rstrip("/")
+        return [ModelSpec(name, f"{url}/{name}") for name in _model_names(url, list_folders(url))]
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: model repository does not exist or is not a directory; "
                           "create it or point --model-repo at the directory holding <name>/<version>/")
-    specs = []
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
+    names = _model_names(str(root), [e.name for e in root.iterdir() if e.is_dir()])
+    return [ModelSpec(name, root / name) for name in names]
+
+
+class RepositorySource:
+    """The specs of a model repository (``specs_from_repository``), read at every call. When an object store
+    cannot be listed after a first good listing, the last specs are kept (logged): the models' own listings then
+    fail too, and their served versions keep serving with the error in their statuses (manager.py)."""
+
+    def __init__(self, root: str | Path, list_folders: Callable[[str], list[str]] | None = None):
+        self.root, self._list_folders = root, list_folders
+        self._last: list[ModelSpec] | None = None
+
+    def __call__(self) -> list[ModelSpec]:
+        try:
+            self._last = specs_from_repository(self.root, self._list_folders)
+        except ConfigError as exc:
+            if self._last is None or not is_url(self.root):
+                raise
+            log.warning("%s; serving the models listed before", exc)
+        return self._last
+
+
+def _model_names(root: str, folders: Iterable[str]) -> list[str]:
+    """The folder names that are model names, sorted; hidden ones skipped quietly, invalid ones with a warning."""
+    names = []
+    for name in sorted(folders):
+        if name.startswith("."):
             continue
-        if not valid_model_name(entry.name):
-            log.warning("ignoring %s: %r is not a valid model name", entry, entry.name)
+        if not valid_model_name(name):
+            log.warning("ignoring %s/%s: %r is not a valid model name", root, name, name)
             continue
-        specs.append(ModelSpec(entry.name, entry))
-    return specs
+        names.append(name)
+    return names
 
 
 def _spec_from_proto(model, index: int, relative_to: Path | None, source: str) -> ModelSpec:
@@ -158,17 +192,19 @@ def _spec_from_proto(model, index: int, relative_to: Path | None, source: str) -
                           "digits, '_', '.' and '-', starting with a letter or digit (no '/', no '..')")
     if not model.base_path:
         raise ConfigError(f"{where}: base_path is missing; set it to the directory holding the version directories")
-    if "://" in model.base_path:
-        # TF Serving reads gs:// or s3:// through TF's file systems; tlserve only scans local directories.
-        raise ConfigError(f"{where}: base_path {model.base_path!r} is a URL; only local directories are supported, "
-                          "so copy or mount the model locally")
+    if is_url(model.base_path):
+        # TF Serving reads gs:// or s3:// through TF's file systems; tlserve through fsspec (objectstore.py).
+        try:
+            split_store_url(model.base_path)
+        except StoreUrlError as exc:
+            raise ConfigError(f"{where}: base_path: {exc}") from None
     if model.model_platform not in ("", "tensorflow"):
         raise ConfigError(f"{where}: model_platform {model.model_platform!r} is not supported; "
                           'use "tensorflow" or leave it out')
     if model.model_type == model_server_config_pb2.OTHER:
         raise ConfigError(f"{where}: model_type OTHER is not supported; remove model_type (it is deprecated)")
-    base_path = Path(model.base_path)
-    if relative_to is not None and not base_path.is_absolute():
+    base_path: Path | str = model.base_path if is_url(model.base_path) else Path(model.base_path)
+    if relative_to is not None and isinstance(base_path, Path) and not base_path.is_absolute():
         base_path = Path(relative_to) / base_path
     policy = _policy_from_proto(model.model_version_policy, where)
     labels = dict(model.version_labels)

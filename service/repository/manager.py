@@ -7,7 +7,9 @@ Each poll compares what the configuration and the disk ask for with what is load
   one is ready) leaves the lookup at once and is unloaded when its in-flight requests have finished;
 - a version that looks incomplete, fails to load, or would break the clients of the version it replaces
   (compatibility.py) is never served; the previous version keeps serving, the error is kept in its status,
-  and loading is tried again only when the version's files change.
+  and loading is tried again only when the version's files change;
+- where the versions live is a ``VersionSource`` per base path (local folders, or an object store): when it
+  cannot be listed, what is served keeps serving and the served versions' statuses carry the error.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from service.core.errors import NotFound, Unavailable
 from service.core.tensors import SignatureInfo
 from service.repository.compatibility import interface_problem
 from service.repository.config import ModelSpec
-from service.repository.discovery import content_stamp, scan_versions, version_problem
+from service.repository.discovery import LocalFolders, VersionDir, VersionSource
+from service.repository.objectstore import safe_message
 
 log = logging.getLogger(__name__)
+
+UNREACHABLE = "model store unreachable: "  # the status error of a served version while its source cannot be listed
+_FETCH_FAILED = ("fetch failed",)  # a stamp no listing has: a version whose fetch failed is tried again next poll
 
 
 class Servable(Protocol):
@@ -45,12 +51,16 @@ V = TypeVar("V", bound=Servable)
 
 class ModelRepository(Generic[V]):
     def __init__(self, specs: Callable[[], list[ModelSpec]], loader: Callable[[str, int, Path], V], *,
-                 poll_interval_s: float = 2.0, on_event: Callable[[str, str, int, str, float], None] | None = None):
+                 poll_interval_s: float = 2.0, on_event: Callable[[str, str, int, str, float], None] | None = None,
+                 sources: Callable[[Path | str], VersionSource] | None = None):
         """``specs`` is called at every poll (a config file may change); ``loader(name, number, path)`` loads a
-        version (blocking: it runs in a worker thread); ``on_event(kind, model, version,
-        state, seconds)`` reports loads, failures and unloads to metrics and logs."""
+        version from a local folder (blocking: it runs in a worker thread); ``on_event(kind, model, version,
+        state, seconds)`` reports loads, failures and unloads to metrics and logs; ``sources(base_path)`` is where
+        a spec's versions live (default: local folders)."""
         self._specs_source = specs
         self._loader = loader
+        local = LocalFolders()
+        self._sources = sources or (lambda _base: local)
         self.poll_interval_s = poll_interval_s
         self._on_event = on_event or (lambda *args: None)
         self._specs: dict[str, ModelSpec] = {}
@@ -60,6 +70,7 @@ class ModelRepository(Generic[V]):
         self._poller: asyncio.Task | None = None
         self._unloads: set[asyncio.Task] = set()
         self._unloaded_by_request: set[str] = set()  # V2 repository 'unload': kept out until 'load'
+        self._source_of: dict[tuple[str, int], VersionSource] = {}  # of each served version: released at unload
 
     # -- lookups (event loop, no awaits: always a consistent view) ---------------------------------
     def model_names(self) -> list[str]:
@@ -158,24 +169,30 @@ class ModelRepository(Generic[V]):
     async def _sync_model(self, spec: ModelSpec) -> None:
         status = self._status.setdefault(spec.name, {})
         served = self._served.setdefault(spec.name, {})
-        # Directory walks can be slow (network file systems): they run in a worker thread.
-        found = await asyncio.to_thread(scan_versions, spec.base_path)
+        source = self._sources(spec.base_path)
+        # Directory walks and listings can be slow (network file systems, object stores): worker threads.
+        try:
+            found = await asyncio.to_thread(source.scan, spec.base_path)
+        except Exception as exc:  # noqa: BLE001 - an unreachable store must not stop what is served
+            self._unreachable(spec.name, exc)
+            return
+        self._unreachable(spec.name, None)
         candidates = {}
         for number, entry in found.items():
             known = status.get(number)
             if number in served:
                 candidates[number] = entry
                 continue
-            stamp = await asyncio.to_thread(content_stamp, entry.path)
+            stamp = await asyncio.to_thread(source.stamp, entry)
             if known and known.error and known.stamp == stamp:
                 continue  # failed before, unchanged since: do not retry
-            problem = await asyncio.to_thread(version_problem, entry.path)
+            problem = await asyncio.to_thread(source.problem, entry)
             if problem:
                 self._set(spec.name, number, entry.path, END, f"incomplete version: {problem}", stamp)
                 continue
             candidates[number] = entry
         wanted = spec.policy.select(candidates)
-        await asyncio.gather(*(self._load(spec.name, candidates[n]) for n in wanted if n not in served))
+        await asyncio.gather(*(self._load(spec.name, source, candidates[n]) for n in wanted if n not in served))
         for number in list(served):
             if number not in found or (number not in wanted and self._newer_ready(spec.name, number, wanted)):
                 self._retire(spec.name, number)
@@ -185,19 +202,37 @@ class ModelRepository(Generic[V]):
         served = self._served.get(name, {})
         return all(n in served for n in wanted) and bool(wanted)
 
-    async def _load(self, name: str, entry) -> None:
-        stamp = await asyncio.to_thread(content_stamp, entry.path)
+    def _unreachable(self, name: str, exc: Exception | None) -> None:
+        """Put the listing failure ``exc`` into the statuses of ``name``'s served versions, or clear it (None)."""
+        message = "" if exc is None else UNREACHABLE + safe_message(exc)
+        if message:
+            log.warning("model %s: cannot list its versions, serving what is loaded: %s", name, message)
+        for number in self._served.get(name, {}):
+            current = self._status[name][number]
+            if current.error != message and (message or current.error.startswith(UNREACHABLE)):
+                self._set(name, number, current.path, AVAILABLE, message)
+
+    async def _load(self, name: str, source: VersionSource, entry: VersionDir) -> None:
+        stamp = await asyncio.to_thread(source.stamp, entry)
         self._set(name, entry.number, entry.path, LOADING, "", stamp)
         started = time.monotonic()
         try:
-            version = await asyncio.to_thread(self._loader, name, entry.number, entry.path)
+            local = await asyncio.to_thread(source.fetch, entry)
+        except Exception as exc:  # noqa: BLE001 - a store that fails mid-fetch: tried again at the next poll
+            log.error("model %s version %s could not be fetched: %s", name, entry.number, safe_message(exc))
+            self._set(name, entry.number, entry.path, END, f"fetch failed: {safe_message(exc)}", _FETCH_FAILED)
+            self._on_event("load_failed", name, entry.number, END, time.monotonic() - started)
+            return
+        try:
+            version = await asyncio.to_thread(self._loader, name, entry.number, local)
         except Exception as exc:  # noqa: BLE001 - any failure to load is reported, never fatal
             seconds = time.monotonic() - started
             log.error("model %s version %s failed to load: %s", name, entry.number, exc)
             self._set(name, entry.number, entry.path, END, f"load failed: {type(exc).__name__}: {exc}", stamp)
+            await asyncio.to_thread(source.release, local)
             self._on_event("load_failed", name, entry.number, END, seconds)
             return
-        if name not in self._specs or not entry.path.exists():
+        if name not in self._specs or await asyncio.to_thread(source.gone, entry):
             # Removed while loading: never expose it.
             self._set(name, entry.number, entry.path, END, "", stamp)
             return
@@ -208,6 +243,7 @@ class ModelRepository(Generic[V]):
             self._on_event("load_failed", name, entry.number, END, time.monotonic() - started)
             return
         self._served.setdefault(name, {})[entry.number] = version
+        self._source_of[name, entry.number] = source
         self._set(name, entry.number, entry.path, AVAILABLE, "", stamp)
         seconds = time.monotonic() - started
         log.info("model %s version %s available (%.1f s)", name, entry.number, seconds)
@@ -222,12 +258,16 @@ class ModelRepository(Generic[V]):
 
     def _retire(self, name: str, number: int) -> None:
         version = self._served[name].pop(number)
-        path = version.path
+        path = self._status[name][number].path  # where it was found (a URL for a store), not the cached copy
         self._set(name, number, path, UNLOADING, "")
         self._on_event("unloading", name, number, UNLOADING, 0.0)
 
+        source = self._source_of.pop((name, number), None)
+
         async def unload() -> None:
             await version.drain_and_stop()
+            if source is not None:
+                await asyncio.to_thread(source.release, version.path)  # an object store's cached copy goes
             self._set(name, number, path, END, "")
             self._on_event("unloaded", name, number, END, 0.0)
             log.info("model %s version %s unloaded", name, number)
@@ -236,7 +276,7 @@ class ModelRepository(Generic[V]):
         self._unloads.add(task)
         task.add_done_callback(self._unloads.discard)
 
-    def _set(self, name: str, number: int, path: Path, state: str, error: str, stamp: tuple = ()) -> None:
+    def _set(self, name: str, number: int, path: Path | str, state: str, error: str, stamp: tuple = ()) -> None:
         current = self._status.setdefault(name, {}).get(number)
         self._status[name][number] = VersionStatus(number, path, state, error,
                                                    stamp or (current.stamp if current else ()))

@@ -217,6 +217,34 @@ def test_init_container_example_renders_validates_and_is_wired(tool, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_s3_example_renders_validates_and_is_wired(tool, tmp_path):
+    """The object-store repository, applied to the CPU overlay as the example's comment says."""
+    root = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources:\n  - {root}/overlays/cpu\n  - {root}/examples/models-s3-serviceaccount.yaml\n"
+        f"patches:\n  - path: {root}/examples/models-s3.yaml\n")
+    out = subprocess.run([tool("kubectl"), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(tmp_path)],
+                         check=True, text=True, capture_output=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][:2] == ["--model-repo", "s3://YOUR-BUCKET/models"]
+    config_map = _one(docs, "ConfigMap")["metadata"]["name"]  # generated, with its content hash
+    assert container["envFrom"] == [{"configMapRef": {"name": config_map}},  # kept beside the Secret
+                                    {"secretRef": {"name": "tlserve-models-s3", "optional": True}}]
+    assert next(m for m in container["volumeMounts"] if m["name"] == "models")["readOnly"] is False
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert models == {"name": "models", "emptyDir": {"sizeLimit": "5Gi"}}
+    assert check_manifests.check(docs) == []
+    without_account = [d for d in docs if d["kind"] != "ServiceAccount"]
+    assert check_manifests.check(without_account) == [
+        "Deployment/tlserve: serviceAccountName 'tlserve-models' is not in the manifests"]
+    (tmp_path / "rendered.yaml").write_text(out)
+    result = subprocess.run([tool("kubernetes-validate"), "--strict", "-k", "1.32.0", str(tmp_path / "rendered.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_render_fails_loudly_on_a_broken_kustomization(tmp_path):
     (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
     with pytest.raises(subprocess.CalledProcessError):

@@ -150,3 +150,14 @@ def test_serve_flag_values_are_checked_by_the_settings_own_rules(capsys):
             build_parser().parse_args(["serve", *argv])
         assert exit_info.value.code == 2
         assert argv[0] in capsys.readouterr().err
+
+
+def test_object_store_locations_stay_urls_through_flags_and_the_environment():
+    settings = Settings.from_env({"TLSERVE_MODEL_REPO": "s3://bucket/models"})
+    assert settings.model_repo == "s3://bucket/models"  # not Path('s3:/bucket/models')
+    assert Settings.from_env(settings.to_env()).model_repo == "s3://bucket/models"
+    assert isinstance(Settings.from_env({"TLSERVE_MODEL_REPO": "models"}).model_repo, Path)
+    with pytest.raises(SettingsError, match="model_repo: hdfs:// is not supported"):
+        Settings.from_env({"TLSERVE_MODEL_REPO": "hdfs://namenode/models"})
+    with pytest.raises(SettingsError, match="model_base_path: .* must not hold credentials"):
+        Settings(model_name="m", model_base_path="s3://key:secret@bucket/m")

@@ -61,8 +61,18 @@ def test_docker_image_environment():
 def test_no_model_and_url_base_paths_are_refused():
     with pytest.raises(UsageError, match="both --model_base_path and --model_config_file are empty"):
         settings_from_flags({}, {})
-    with pytest.raises(UsageError, match="is a URL; tlserve serves local directories only"):
-        settings_from_flags({"model_base_path": "gs://bucket/m"}, {})
+    with pytest.raises(UsageError, match="hdfs:// is not supported"):
+        settings_from_flags({"model_base_path": "hdfs://namenode/m"}, {})
+    with pytest.raises(UsageError, match="must not hold credentials") as caught:
+        settings_from_flags({"model_base_path": "s3://AKIA:hunter2@bucket/m"}, {})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_object_store_base_paths_stay_urls():
+    settings = settings_from_flags({"model_base_path": "gs://bucket/m"}, {})
+    assert settings.model_base_path == "gs://bucket/m"  # Path() would have folded it to gs:/bucket/m
+    docker = settings_from_flags({}, {"MODEL_NAME": "m", "MODEL_BASE_PATH": "s3://bucket/models/"})
+    assert docker.model_base_path == "s3://bucket/models/m"
 
 
 def test_batching_parameters_file_maps_onto_settings():

@@ -44,9 +44,12 @@ def is_report_name(name: str) -> bool:
     return bool(REPORT_NAME.fullmatch(name)) and Path(name).suffix.lower() in REPORT_TYPES
 
 
-def report_file(version_dir: Path, name: str) -> Path | None:
+def report_file(version_dir: Path | str, name: str) -> Path | None:
     """The report file ``name`` of a version, or None: a regular file directly inside the report folder,
-    also once symbolic links are followed (blocking: file-system access)."""
+    also once symbolic links are followed (blocking: file-system access). A version from an object store (a URL)
+    shows no report here."""
+    if not isinstance(version_dir, Path):
+        return None
     folder = version_dir / REPORT_DIR
     path = folder / name
     try:
@@ -55,8 +58,10 @@ def report_file(version_dir: Path, name: str) -> Path | None:
         return None
 
 
-def list_report_files(version_dir: Path) -> list[str]:
-    """Names of the report files a version carries (blocking: file-system access)."""
+def list_report_files(version_dir: Path | str) -> list[str]:
+    """Names of the report files a version carries (blocking: file-system access); none for a URL."""
+    if not isinstance(version_dir, Path):
+        return []
     folder = version_dir / REPORT_DIR
     try:
         names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
@@ -65,7 +70,7 @@ def list_report_files(version_dir: Path) -> list[str]:
     return [name for name in names if report_file(version_dir, name)]
 
 
-def list_report_files_of(version_dirs: list[Path]) -> list[list[str]]:
+def list_report_files_of(version_dirs: list[Path | str]) -> list[list[str]]:
     return [list_report_files(path) for path in version_dirs]
 
 

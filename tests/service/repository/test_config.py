@@ -155,9 +155,21 @@ def test_good_names(name):
     assert one(model("", name=name)).name == name
 
 
-def test_url_base_path_is_an_error():
-    with pytest.raises(ConfigError, match="only local directories"):
-        parse_model_config(model("", base_path="gs://bucket/m"))
+@pytest.mark.parametrize("url", ["s3://bucket/models/m", "gs://bucket/m", "gcs://bucket/m/"])
+def test_object_store_base_path_is_kept_as_a_url(url, tmp_path):
+    spec = parse_model_config(model("", base_path=url), relative_to=tmp_path)[0]
+    assert spec.base_path == url  # not a Path (which folds '//'), not joined to the file's folder
+
+
+@pytest.mark.parametrize("url, why", [("http://host/m", "http:// is not supported"),
+                                      ("hdfs://nn/m", "hdfs:// is not supported"),
+                                      ("s3://key:secret@bucket/m", "must not hold credentials"),
+                                      ("s3://B/m", "not a valid bucket name"),
+                                      ("s3://bucket/../m", "'..' are not allowed")])
+def test_bad_url_base_path_is_an_error(url, why):
+    with pytest.raises(ConfigError, match=why) as caught:
+        parse_model_config(model("", base_path=url))
+    assert "secret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("platform, ok", [("tensorflow", True), ("", True), ("tensorrt", False), ("pytorch", False)])
