@@ -26,6 +26,7 @@ from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
 from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
+from service.observability.predictions import PredictionMonitor
 from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
 from service.runtime import devices
@@ -55,6 +56,7 @@ class Runtime:
     metrics: Metrics
     repository: ModelRepository
     dataplane: RepositoryDataPlane
+    predictions: PredictionMonitor
     auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
     grpc: GrpcServer | None = None
@@ -123,9 +125,10 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
             return specs_from_repository(settings.model_repo)
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
+    predictions = PredictionMonitor(metrics, settings.drift_window)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when)
-    runtime = Runtime(settings, metrics, repository, dataplane, auth=AuthPolicy.from_settings(settings))
+                                    ready_when=settings.ready_when, predictions=predictions)
+    runtime = Runtime(settings, metrics, repository, dataplane, predictions, auth=AuthPolicy.from_settings(settings))
     return runtime
 
 
@@ -152,7 +155,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app.include_router(v2.build_router(dataplane, limit, server_version()))
     app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
-    app.include_router(console.build_router(dataplane, runtime.metrics))
+    app.include_router(console.build_router(dataplane, runtime.metrics, runtime.predictions))
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):

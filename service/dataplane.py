@@ -1,11 +1,14 @@
 """The data plane over the model repository: the one door every transport goes through (``core.dataplane``).
 
 Each request resolves its version once (``resolve``), holds it while it runs, and reaches a batcher only
-through that version. Readiness is decided here, once, for every view of it.
+through that version. Readiness is decided here, once, for every view of it. Every request that yields a tlserve
+export's scores, whichever transport and API it came through, is shown to the ``PredictionMonitor`` here, in
+``_observe`` (issue 17: prediction metrics and drift).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -28,8 +31,11 @@ from service.core.dataplane import (
     VersionStatus,
 )
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
+from service.core.tensors import SignatureInfo
+from service.observability.predictions import PredictionMonitor
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
+from service.serving.images import IMAGE_SIGNATURES
 from service.serving.version import ServedVersion
 from tlserve.contract import (
     CLASS_INDEX_INPUT,
@@ -40,12 +46,15 @@ from tlserve.contract import (
     EXPLAINED_SCORE_OUTPUT,
     HEATMAP_OUTPUT,
     IMAGES_INPUT,
+    PIXELS_SIGNATURE,
     SCORES_OUTPUT,
     UNKNOWN_SCORE_OUTPUT,
     UNKNOWN_THRESHOLD,
     is_confident,
     valid_model_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 def ensure_model_name(name: str) -> str:
@@ -56,9 +65,39 @@ def ensure_model_name(name: str) -> str:
     return name
 
 
+# The signatures of a tlserve export whose ``scores`` are its classifier's answer for each image.
+SCORED_SIGNATURES = (*IMAGE_SIGNATURES, PIXELS_SIGNATURE)
+
+
+class WatchedVersion:
+    """The version a request holds, as the transports see it (``core.dataplane.ResolvedVersion``): what it
+    predicts goes through ``observe`` too, so TF Serving's REST and gRPC paths are watched like /classify."""
+
+    def __init__(self, version: ServedVersion, observe):
+        self.version = version
+        self.number = version.number
+        self._observe = observe
+
+    @property
+    def signatures(self) -> dict[str, SignatureInfo]:
+        return self.version.signatures
+
+    def signature(self, name: str) -> SignatureInfo:
+        return self.version.signature(name)
+
+    async def predict(self, signature: str, inputs: dict[str, np.ndarray], *, deadline: float | None = None,
+                      output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+        outputs = await self.version.predict(signature, inputs, deadline=deadline, output_filter=output_filter)
+        if signature in SCORED_SIGNATURES:
+            self._observe(self.version, outputs)
+        return outputs
+
+
 class RepositoryDataPlane:
-    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all"):
+    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
+                 predictions: PredictionMonitor | None = None):
         self.repository = repository
+        self.predictions = predictions
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
         self.draining = False
@@ -149,13 +188,32 @@ class RepositoryDataPlane:
 
     # -- inference ---------------------------------------------------------------------------------------
     @contextmanager
-    def resolve(self, target: Target) -> Iterator[ServedVersion]:
+    def _held(self, target: Target) -> Iterator[ServedVersion]:
         version = self._version(target)
         version.acquire()
         try:
             yield version
         finally:
             version.release()
+
+    @contextmanager
+    def resolve(self, target: Target) -> Iterator[WatchedVersion]:
+        with self._held(target) as version:
+            yield WatchedVersion(version, self._observe)
+
+    def _observe(self, version: ServedVersion, outputs: dict[str, np.ndarray]) -> None:
+        """The one hook of the prediction metrics: a tlserve export's scores (absent when a request filtered them
+        out: then nothing is observed). Never fails a request: it runs after the answer is computed and only
+        reads it."""
+        scores = outputs.get(SCORES_OUTPUT)
+        if self.predictions is None or scores is None or not version.class_names or version.images is None:
+            return
+        try:
+            self.predictions.observe(version.name, version.number, version.class_names, version.reference,
+                                     np.asarray(scores), outputs.get(UNKNOWN_SCORE_OUTPUT),
+                                     version.unknown_threshold)
+        except Exception:  # a bug in the metrics must not cost the client its answer
+            log.exception("prediction metrics of %s version %s failed", version.name, version.number)
 
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
                       deadline: float | None = None, output_filter: list[str] | None = None
@@ -174,13 +232,14 @@ class RepositoryDataPlane:
             raise InvalidInput(f"unknown_threshold must be a finite number, got {unknown_threshold}")
         if images and pixels is not None:
             raise InvalidInput("send either images or pixels, not both")
-        with self.resolve(target) as version:
+        with self._held(target) as version:
             if not version.images or not version.class_names:
                 raise NotFound(f"model '{target.model}' is not an image classifier exported by tlserve")
             if pixels is not None:
                 outputs = await version.classify_pixels(pixels, deadline=deadline)
             else:
                 outputs = await version.classify_images(images or [], deadline=deadline)
+            self._observe(version, outputs)
             names = version.class_names
             threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
         scores = outputs[SCORES_OUTPUT]
@@ -204,7 +263,7 @@ class RepositoryDataPlane:
         indices = [EXPLAIN_TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
         if len(indices) != len(images):
             raise InvalidInput(f"one class_index per image: {len(indices)} for {len(images)} images")
-        with self.resolve(target) as version:
+        with self._held(target) as version:
             if EXPLAIN_SIGNATURE not in version.signatures or not version.class_names:
                 raise NotFound(f"model '{target.model}' version {version.number} has no '{EXPLAIN_SIGNATURE}' "
                                "signature (an export from before issue 16, or not a tlserve export)")
