@@ -124,8 +124,13 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
         def specs():
             return specs_from_repository(settings.model_repo)
 
-    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     predictions = PredictionMonitor(metrics, settings.drift_window)
+
+    def model_event(kind: str, model: str, version: int, state: str, seconds: float) -> None:
+        metrics.model_event(kind, model, version, state, seconds)
+        predictions.model_event(kind, model, version, state, seconds)
+
+    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when, predictions=predictions)
     runtime = Runtime(settings, metrics, repository, dataplane, predictions, auth=AuthPolicy.from_settings(settings))

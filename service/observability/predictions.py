@@ -9,6 +9,7 @@ the measured figure: docs/serving.md, "Drift"; `bench/drift_observe.py`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,17 @@ class PredictionMonitor:
                 w.drift = (gauge.labels(model, v, "class"), gauge.labels(model, v, "score"))
             w.drift[0].set(class_drift)
             w.drift[1].set(score_drift)
+
+    def model_event(self, kind: str, model: str, version: int, state: str, seconds: float) -> None:
+        """Called by the repository with ``Metrics.model_event``: an unloaded version's window is dropped and its
+        drift gauges set to NaN, so that a frozen value of a version no longer served never keeps an alert
+        firing (in BentoML's multiprocess mode a series cannot be removed, only overwritten)."""
+        if kind != "unloaded":
+            return
+        watched = self._watched.pop((model, version), None)
+        if watched is not None and watched.drift is not None:
+            for gauge in watched.drift:
+                gauge.set(math.nan)
 
     def live(self) -> dict[str, dict[str, dict]]:
         """For the console: per model and version, the window's class frequencies beside the reference's, and

@@ -129,3 +129,16 @@ def test_score_buckets_are_the_reference_bins():
     les = {s.labels["le"] for f in registry.collect() if f.name == "tlserve_prediction_score" for s in f.samples
            if s.name.endswith("_bucket")}
     assert len(les) == SCORE_BINS + 1  # 0.1 .. 1.0 and +Inf
+
+
+def test_an_unloaded_version_drops_its_window_and_its_drift_turns_nan():
+    registry = CollectorRegistry()
+    monitor = PredictionMonitor(Metrics(registry), window=10)
+    ref = parse_reference(_meta(), 3)
+    monitor.observe("m", 1, ["a", "b", "c"], ref, np.eye(3)[[0] * 10])
+    assert _value(registry, "tlserve_prediction_drift", model="m", version="1", kind="class") > 0.2
+    monitor.model_event("unloading", "m", 1, "UNLOADING", 0.0)
+    assert "m" in monitor.live()
+    monitor.model_event("unloaded", "m", 1, "END", 0.0)
+    assert math.isnan(_value(registry, "tlserve_prediction_drift", model="m", version="1", kind="class"))
+    assert monitor.live() == {}
