@@ -18,6 +18,7 @@ from service.client import GrpcClient
 from service.settings import Settings
 from tests.conftest import grpc_channel
 from tests.service.conftest import copy_version, start_server
+from tlserve.contract import METADATA_FILE, METADATA_REFERENCE
 
 # The reference holds the predictions on the test split (~23 images here), so a window of whole passes over it
 # reproduces it exactly; a random sample of that small a split would carry PSI noise of ~(k-1)(1/n + 1/m) ~ 0.1.
@@ -33,6 +34,12 @@ def test_images(tiny_training) -> list[bytes]:
 def drift_server(tiny_export, tmp_path_factory, test_images):
     root = tmp_path_factory.mktemp("drift-repo")
     copy_version(tiny_export[0], root / "shapes", "1")
+    # the same export as one from before issue 17: no reference in its metadata
+    old = copy_version(tiny_export[0], root / "before17", "1")
+    meta_path = old / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    del meta[METADATA_REFERENCE]
+    meta_path.write_text(json.dumps(meta))
     running = start_server(Settings(model_repo=root, poll_interval_s=0, drift_window=PASSES * len(test_images)))
     yield running
     running.stop()
@@ -59,10 +66,10 @@ def drift(http, kind: str) -> float | None:
     return samples(http).get(("tlserve_prediction_drift", (("kind", kind), ("model", "shapes"), ("version", "1"))))
 
 
-def classify(http, images: list[bytes]) -> list[str]:
+def classify(http, images: list[bytes], model: str = "shapes") -> list[str]:
     out = []
     for i in range(0, len(images), 16):
-        r = http.post("/classify", json={"model": "shapes", "top_k": 1,
+        r = http.post("/classify", json={"model": model, "top_k": 1,
                                          "images": [base64.b64encode(x).decode() for x in images[i:i + 16]]})
         assert r.status_code == 200, r.text
         out += [p[0]["label"] for p in r.json()["predictions"]]
@@ -127,3 +134,15 @@ def test_the_test_split_keeps_drift_low_and_one_class_raises_it(drift_server, ht
         print(f"\ndrift: test split class {low_class:.4f} score {low_score:.4f}; circles only class "
               f"{high_class:.3f} score {high_score:.3f} (predicted circle for "
               f"{answers.count('circle')}/{len(answers)})")
+
+
+def test_an_export_without_a_reference_serves_and_counts_without_drift(http, test_images):
+    answers = classify(http, test_images * PASSES, model="before17")
+    assert len(answers) == PASSES * len(test_images)
+    counted = sum(v for (name, labels), v in samples(http).items()
+                  if name == "tlserve_predicted_class_total" and ("model", "before17") in labels)
+    assert counted == len(answers)
+    drift_series = [labels for name, labels in samples(http) if name == "tlserve_prediction_drift"]
+    assert drift_series and not [labels for labels in drift_series if ("model", "before17") in labels]
+    live = http.get("/ui/api/predictions").json()["models"]["before17"]["1"]
+    assert live["reference"] is None and live["drift"] is None and live["window"] == len(answers)
