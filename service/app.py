@@ -101,8 +101,9 @@ class Runtime:
         return self.dataplane.ready()
 
 
-def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) -> Runtime:
-    """Wire the serving objects together from ``settings``."""
+def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *, auth: AuthPolicy | None = None
+                  ) -> Runtime:
+    """Wire the serving objects together from ``settings`` (``auth``: the policy, when the caller has built it)."""
     metrics = Metrics(registry)
     limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
 
@@ -132,8 +133,9 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when, predictions=predictions)
-    runtime = Runtime(settings, metrics, repository, dataplane, predictions, auth=AuthPolicy.from_settings(settings))
+                                    ready_when=settings.ready_when, stats=metrics.inference, predictions=predictions)
+    runtime = Runtime(settings, metrics, repository, dataplane, predictions,
+                      auth=auth or AuthPolicy.from_settings(settings))
     return runtime
 
 

@@ -1,10 +1,11 @@
 """The BentoML service: a thin shell around ``create_app``.
 
-BentoML imports this module in its arbiter and again in the worker; settings come from ``TLSERVE_*``
-variables (``tlserve serve`` sets them from its flags). Models load in the worker's start-up hook, so
-the arbiter never touches a model; that hook and the shutdown hook run the one ``Lifecycle``
-(service/lifecycle.py), the same as tlserve-model-server's. ``workers=1``: one process owns the models
-(one per GPU), and HTTP and gRPC requests share its batchers.
+BentoML imports this module twice: in its arbiter, which only reads the service's configuration and starts the
+worker, and in the worker, which serves. So the import stays light (no TensorFlow: seconds of every cold start,
+issue 14), and the runtime, the app and the models are built in the worker's start-up hook, which then runs the
+one ``Lifecycle`` (service/lifecycle.py), the same as tlserve-model-server's. ``workers=1``: one process owns the
+models (one per GPU), and HTTP and gRPC requests share its batchers. Settings come from ``TLSERVE_*`` variables
+(``tlserve serve`` sets them from its flags).
 """
 
 from __future__ import annotations
@@ -12,19 +13,23 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import bentoml
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
-from service.app import build_runtime, create_app
+from service.auth import AuthPolicy
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.transport.http.auth import BearerAuth
 from service.transport.http.routing_errors import JsonRoutingErrors
 
+if TYPE_CHECKING:
+    from service.app import Runtime
+
 settings = Settings.from_env()
-runtime = build_runtime(settings)
-app = create_app(settings, runtime=runtime, manage_lifecycle=False)
+auth = AuthPolicy.from_settings(settings)  # read once; BentoML's own routes and the mounted app share it
 
 
 def _http_listener() -> list[socket.socket]:
@@ -35,8 +40,41 @@ def _http_listener() -> list[socket.socket]:
     return []
 
 
-lifecycle = Lifecycle(runtime, _http_listener)  # hands over to BentoML's uvicorn once no longer accepting
+class Worker(Starlette):
+    """What only the serving process builds: the runtime (TensorFlow, the models), its app and its lifecycle.
 
+    It is the ASGI app BentoML mounts, standing in for the one ``build`` makes: a Starlette app, so that BentoML's
+    mount is passive (it matches only the paths of ``routes``, which are the built app's, and leaves the rest,
+    such as /docs.json, to BentoML's own routes), forwarding every request to the built app."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runtime: Runtime | None = None
+        self.app: Starlette | None = None
+        self.lifecycle: Lifecycle | None = None
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.app.routes if self.app is not None else []
+
+    def build(self) -> None:
+        from service.app import build_runtime, create_app  # TensorFlow: here, in the worker, never at import
+
+        self.runtime = build_runtime(settings, auth=auth)
+        self.app = create_app(settings, runtime=self.runtime, manage_lifecycle=False)
+        # Hands over to BentoML's uvicorn once no longer accepting.
+        self.lifecycle = Lifecycle(self.runtime, _http_listener)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.app is None:  # BentoML runs the start-up hook before it serves; a lifespan scope may come first
+            return await super().__call__(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def ready(self) -> bool:
+        return self.runtime is not None and self.runtime.ready()
+
+
+worker = Worker()
 
 # TLS for HTTP is BentoML's (its uvicorn's) ssl option; the gRPC server takes the same files (transport/grpc/server.py).
 _tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfile": str(settings.tls_key_file)}} \
@@ -44,18 +82,25 @@ _tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfi
 
 
 @bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)}, **_tls)
-@bentoml.asgi_app(app, path="/")
+@bentoml.asgi_app(worker, path="/")
 class TlServe:
     @bentoml.on_startup
     async def start(self) -> None:
-        await lifecycle.start()  # installs its signal handlers after uvicorn's, which run once the drain is over
+        worker.build()
+        # BentoML's /docs.json reads the mounted apps at each request: from now on the real FastAPI app stands in
+        # for the forwarder there, so its routes are documented (requests keep going through the forwarder).
+        bento.mount_apps[:] = [(worker.app if app is worker else app, path, name)
+                               for app, path, name in bento.mount_apps]
+        assert worker.lifecycle is not None
+        await worker.lifecycle.start()  # installs its signal handlers after uvicorn's, which run once the drain is over
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        await lifecycle.stop()
+        if worker.lifecycle is not None:
+            await worker.lifecycle.stop()
 
     def __is_ready__(self) -> bool:
-        return runtime.ready()
+        return worker.ready()
 
     def __is_alive__(self) -> bool:
         return True
@@ -64,5 +109,5 @@ class TlServe:
 # @bentoml.service made TlServe a bentoml Service (its type hints still say the class).
 bento = cast(bentoml.Service, TlServe)
 bento.add_asgi_middleware(JsonRoutingErrors)
-if runtime.auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
-    bento.add_asgi_middleware(BearerAuth, policy=runtime.auth)
+if auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
+    bento.add_asgi_middleware(BearerAuth, policy=auth)

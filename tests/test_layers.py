@@ -114,3 +114,11 @@ def test_core_loads_without_tensorflow(module):
     code = f"import sys, {module}; print('tensorflow' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_bentoml_arbiter_imports_no_tensorflow():
+    """BentoML's arbiter imports the service module only to read its configuration and start the worker: it must
+    not pay for TensorFlow (seconds of the cold start; issue 14). Only the worker builds the runtime."""
+    code = "import sys, service.bento_service; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
