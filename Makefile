@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Debian packages (chromium for the browser tests, h2load, podman, prometheus): through sudo when not root.
 APT := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: setup browser demo lint test soak fuzz clean digits-model podman-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
+.PHONY: setup browser demo lint test soak fuzz clean digits-model podman-tools prometheus-tools image image-check kube-play-check k8s-check bento dashboard-check bench bench-tools
 
 setup: $(STAMP) browser
 
@@ -60,7 +60,7 @@ lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
 
-test: setup $(TRITON_STAMP) $(KSERVE_STAMP) lint
+test: setup prometheus-tools $(TRITON_STAMP) $(KSERVE_STAMP) lint
 	$(BIN)/python -m pytest -q
 
 # Reliability (README "Reliability"): 60 s at twice the capacity of the digits model, HTTP and gRPC at once
@@ -128,18 +128,21 @@ image-check: image digits-model
 kube-play-check: image digits-model
 	$(BIN)/python deploy/podman/kube_play_check.py
 
-# every Grafana dashboard query evaluated by a real Prometheus (Debian's) scraping a real tlserve
-dashboard-check: digits-model
-	@command -v prometheus >/dev/null || \
+# Debian's prometheus: the dashboard check runs it; its promtool checks and unit-tests the alert rules in `make test`
+prometheus-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
 	  ($(APT) update -qq && $(APT) install -y -qq --no-install-recommends prometheus)
+
+# every Grafana dashboard query evaluated by a real Prometheus (Debian's) scraping a real tlserve
+dashboard-check: digits-model prometheus-tools
 	$(BIN)/python deploy/grafana/query_check.py
 
 # a Bento of the service in BentoML's store (~/bentoml, or $$BENTOML_HOME)
 bento: setup
 	$(BIN)/bentoml build
 
-# the fast deploy checks alone (also part of `make test`): hadolint, kustomize, kubernetes-validate, wiring
-k8s-check: setup
+# the fast deploy checks alone (also part of `make test`): hadolint, kustomize, kubernetes-validate, promtool, wiring
+k8s-check: setup prometheus-tools
 	$(BIN)/python -m pytest -q tests/deploy
 
 clean:

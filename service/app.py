@@ -28,6 +28,7 @@ from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
 from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
+from service.observability.predictions import PredictionMonitor
 from service.observability.records import RecordMetrics
 from service.records.cloudevents import CloudEventsSink
 from service.records.recorder import Recorder, Sink
@@ -64,6 +65,7 @@ class Runtime:
     metrics: Metrics
     repository: ModelRepository
     dataplane: RepositoryDataPlane
+    predictions: PredictionMonitor
     auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
     recorder: Recorder | None = None  # the request log, CloudEvents and capture sinks; None when all are off
@@ -144,13 +146,20 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     else:
         specs = RepositorySource(settings.model_repo, store.children)
 
-    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event,
+    predictions = PredictionMonitor(metrics, settings.drift_window)
+
+    def model_event(kind: str, model: str, version: int, state: str, seconds: float) -> None:
+        metrics.model_event(kind, model, version, state, seconds)
+        predictions.model_event(kind, model, version, state, seconds)
+
+    repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event,
                                  sources=sources)
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder)
-    runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings),
-                      recorder=recorder)
+                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder,
+                                    predictions=predictions)
+    runtime = Runtime(settings, metrics, repository, dataplane, predictions,
+                      auth=auth or AuthPolicy.from_settings(settings), recorder=recorder)
     return runtime
 
 
@@ -198,7 +207,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app.include_router(v2_shared_memory.build_router(dataplane))
     app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
-    app.include_router(console.build_router(dataplane, runtime.metrics))
+    app.include_router(console.build_router(dataplane, runtime.metrics, runtime.predictions))
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):

@@ -1,11 +1,14 @@
 """The data plane over the model repository: the one door every transport goes through (``core.dataplane``).
 
 Each request resolves its version once (``resolve``), holds it while it runs, and reaches a batcher only
-through that version. Readiness is decided here, once, for every view of it.
+through that version. Readiness is decided here, once, for every view of it. Every request that yields a tlserve
+export's scores, whichever transport and API it came through, is shown to the ``PredictionMonitor`` here, in
+``_observe`` (issue 17: prediction metrics and drift).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,10 +38,12 @@ from service.core.dataplane import (
 )
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
 from service.observability.inference_stats import InferenceStats
+from service.observability.predictions import PredictionMonitor
 from service.records.predictions import confidences, top_predictions
 from service.records.recorder import Recorder
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
+from service.serving.images import IMAGE_SIGNATURES
 from service.serving.version import ServedVersion
 from service.shared_memory import SystemSharedMemory
 from tlserve.contract import (
@@ -50,10 +55,13 @@ from tlserve.contract import (
     EXPLAINED_SCORE_OUTPUT,
     HEATMAP_OUTPUT,
     IMAGES_INPUT,
+    PIXELS_SIGNATURE,
     SCORES_OUTPUT,
     UNKNOWN_SCORE_OUTPUT,
     valid_model_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 def ensure_model_name(name: str) -> str:
@@ -64,16 +72,22 @@ def ensure_model_name(name: str) -> str:
     return name
 
 
+# The signatures of a tlserve export whose ``scores`` are its classifier's answer for each image.
+SCORED_SIGNATURES = (*IMAGE_SIGNATURES, PIXELS_SIGNATURE)
+
+
 class RepositoryDataPlane:
     def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
                  stats: InferenceStats | None = None, shared_memory: SystemSharedMemory | None = None,
-                 recorder: Recorder | None = None):
+                 recorder: Recorder | None = None, predictions: PredictionMonitor | None = None):
         """``recorder`` receives a record of every answered predict, classify and explain (request log, capture);
-        None when none is configured, so that recording costs nothing then."""
+        ``predictions`` sees the scores of each (prediction metrics, drift). Either is None when not configured,
+        so that it costs nothing then."""
         self.repository = repository
         self.stats = stats if stats is not None else InferenceStats()
         self.shared_memory = shared_memory or SystemSharedMemory()
         self.recorder = recorder
+        self.predictions = predictions
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
         self.draining = False
@@ -239,6 +253,23 @@ class RepositoryDataPlane:
         else:
             raise TypeError(f"not a version this data plane resolved: {resolved!r}")
 
+
+    def _observe(self, version: ServedVersion, outputs: dict[str, np.ndarray], signature: str | None = None) -> None:
+        """The one hook of the prediction metrics: a tlserve export's scores, from ``classify`` or from one of its
+        SCORED_SIGNATURES (absent when a request filtered them out: then nothing is observed). Never fails a
+        request: it runs after the answer is computed and only reads it."""
+        if signature is not None and signature not in SCORED_SIGNATURES:
+            return
+        scores = outputs.get(SCORES_OUTPUT)
+        if self.predictions is None or scores is None or not version.class_names or version.images is None:
+            return
+        try:
+            self.predictions.observe(version.name, version.number, version.class_names, version.reference,
+                                     np.asarray(scores), outputs.get(UNKNOWN_SCORE_OUTPUT),
+                                     version.unknown_threshold)
+        except Exception:  # a bug in the metrics must not cost the client its answer
+            log.exception("prediction metrics of %s version %s failed", version.name, version.number)
+
     @asynccontextmanager
     async def _counted(self, model: str, version: ServedVersion, rows: int) -> AsyncIterator[None]:
         """Times the request the ``async with`` block serves and counts it in the version's statistics."""
@@ -264,6 +295,7 @@ class RepositoryDataPlane:
                     if unknown:
                         raise InvalidInput(f"classification asked for outputs not requested: {unknown}")
                 outputs = await version.predict(signature, inputs, deadline=deadline, output_filter=output_filter)
+                self._observe(version, outputs, signature)  # the scores, before a classification rewrites them
                 for name, count in (class_counts or {}).items():
                     if name not in outputs:
                         raise InvalidInput(f"unknown output '{name}'; signature '{signature}' has {sorted(outputs)}")
@@ -290,6 +322,7 @@ class RepositoryDataPlane:
                     outputs = await version.classify_pixels(pixels, deadline=deadline)
                 else:
                     outputs = await version.classify_images(images or [], deadline=deadline)
+            self._observe(version, outputs)
             names = version.class_names
             threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
         predictions = top_predictions(outputs[SCORES_OUTPUT], names, top_k)

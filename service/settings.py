@@ -80,6 +80,9 @@ class Settings:
     gpu_memory_limit_mb: int = setting(0, "GPU memory for TensorFlow, in MiB (0: grow on demand)")
     intra_op_threads: int = setting(0, "TensorFlow intra-op threads (0: TensorFlow's choice)")
     inter_op_threads: int = setting(0, "TensorFlow inter-op threads (0: TensorFlow's choice)")
+    drift_window: int = setting(1000, "the recent predictions per model version whose drift against the export's "
+                                "test split is measured (tlserve_prediction_drift; docs/serving.md, Drift)",
+                                minimum=10)
     # Security (README "Security"): TLS for HTTP and gRPC when both PEM files are set; bearer-token auth on every
     # path but the open ones when auth_token_file is set (entries: exact paths, prefixes ending in '*', and
     # exceptions starting with '!'; gRPC methods are matched as '/package.Service/Method').

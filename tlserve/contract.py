@@ -196,3 +196,23 @@ def is_confident(unknown_score: float | None, unknown: dict | None) -> bool:
     if unknown_score is None or not unknown or UNKNOWN_THRESHOLD not in unknown:
         return True
     return float(unknown_score) <= float(unknown[UNKNOWN_THRESHOLD])
+
+# The reference of the drift metrics (issue 17): what the export predicted on its own test split, the distribution a
+# live window of predictions is compared with. Absent from exports before issue 17: the server then has no drift.
+METADATA_REFERENCE = "reference"  # object with the keys below
+REFERENCE_IMAGES = "images"  # int: test images it was measured on
+REFERENCE_CLASS_FREQUENCIES = "class_frequencies"  # floats [C], sum 1: the top-1 *predicted* class of each image
+REFERENCE_LABEL_FREQUENCIES = "label_frequencies"  # floats [C], sum 1: the true labels (shown, never compared)
+REFERENCE_SCORE_HISTOGRAM = "score_histogram"  # floats [SCORE_BINS], sum 1: the top-1 score in SCORE_BINS bins
+# Ten equal-width bins of the top-1 score over [0, 1]: PSI's rules of thumb (< 0.1 stable, > 0.2 shifted) were made
+# for about ten bins, and with ten the sampling noise of a window of n against a reference of m, about
+# (bins - 1) * (1/n + 1/m), stays near 0.03 for n = 1000 and m = 450 (more bins would raise it to alarm levels).
+SCORE_BINS = 10
+
+
+def score_bin(score: float) -> int:
+    """The bin (0 .. SCORE_BINS - 1) of a top-1 score in [0, 1]: [0, 0.1), [0.1, 0.2), ... [0.9, 1.0]; anything
+    out of range (or NaN) goes to the nearest end, so a bad score never raises."""
+    if not score > 0.0:  # also NaN
+        return 0
+    return min(int(score * SCORE_BINS), SCORE_BINS - 1)

@@ -18,6 +18,7 @@ from training import open_set
 from training.backbones import registry
 from training.explain import LOGITS_LAYER, POOL_LAYER
 from training.export import export, version_dirs
+from training.reference import prediction_reference
 from training.report import EvaluationInput, write_report
 from training.train import TrainedModel, pixels_dataset
 
@@ -138,6 +139,8 @@ def export_trained(trained: TrainedModel, root: str | Path, version: int | None 
         "training": {**trained.info, "seconds": round(trained.seconds, 1)},
         **({"retrained_from": {k: comparison[k] for k in ("model", "old_accuracy", "new_accuracy", "added_classes")}}
            if comparison else {}),
+        contract.METADATA_REFERENCE: prediction_reference(trust.test_scores, trained.data.labels[test],
+                                                          len(trained.data.classes)),
     }
     report: dict = {}
 

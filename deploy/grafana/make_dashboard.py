@@ -54,6 +54,19 @@ PANELS = [
     ("Model loads (last hour)", "none",
      [("{{model}} v{{version}} {{result}}",
        f"sum by (model, version, result) (increase(tlserve_model_loads_total{{{SEL}}}[1h]))")], "table"),
+    # What the models predict (issue 17; docs/serving.md, "Drift").
+    ("Prediction drift (PSI against the test split; > 0.2: shifted)", "none",
+     [("{{model}} v{{version}} {{kind}}",
+       f"max by (model, version, kind) (tlserve_prediction_drift{{{SEL}}})")], "timeseries"),
+    ("Predicted classes per second", "reqps",
+     [("{{model}} {{class}}", f"sum by (model, class) (rate(tlserve_predicted_class_total{{{SEL}}}[{RATE}]))")],
+     "timeseries"),
+    ("Top-1 score p10 / p50", "percentunit",
+     [("p10", quantile(0.1, "tlserve_prediction_score")),
+      ("p50", quantile(0.5, "tlserve_prediction_score"))], "timeseries"),
+    ("Unconfident images (share of predictions)", "percentunit",
+     [("{{model}}", f"sum by (model) (rate(tlserve_unconfident_total{{{SEL}}}[{RATE}])) / "
+                    f"sum by (model) (rate(tlserve_prediction_score_count{{{SEL}}}[{RATE}]))")], "timeseries"),
 ]
 
 
@@ -74,7 +87,8 @@ def dashboard() -> dict:
     return {
         "title": "tlserve",
         "uid": "tlserve",
-        "description": "tlserve model server: traffic, latency, batching, queues, errors and model state",
+        "description": "tlserve model server: traffic, latency, batching, queues, errors, model state, predictions "
+                       "and drift",
         "tags": ["tlserve", "model-serving"],
         "schemaVersion": 39,
         "version": 1,

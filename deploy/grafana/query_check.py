@@ -41,7 +41,9 @@ def main() -> int:
     http_port, grpc_port, prom_port = free_port(), free_port(), free_port()
     work = Path(tempfile.mkdtemp(prefix="tlserve-dashboard-"))
     server = subprocess.Popen([str(REPO / ".venv" / "bin" / "tlserve"), "serve", "--model-repo", str(REPO / "models"),
-                              "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+                              "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+                              # a window the 60 images below fill, so that the drift panel has a series
+                              "--drift-window", "20"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     (work / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"

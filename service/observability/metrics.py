@@ -14,9 +14,12 @@ from prometheus_client.core import Metric
 from service.batching.batcher import BatchStats
 from service.core.errors import ERROR_TABLE
 from service.observability.inference_stats import InferenceStats
+from tlserve.contract import SCORE_BINS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# The top-1 score's buckets are the drift reference's bins (contract.SCORE_BINS), so both read alike.
+SCORE_BUCKETS = tuple((i + 1) / SCORE_BINS for i in range(SCORE_BINS))
 MODEL_STATES = ("LOADING", "AVAILABLE", "UNLOADING", "END")
 
 # TF Serving's own metrics, under its names and labels, so that dashboards made for it keep working.
@@ -76,6 +79,19 @@ class Metrics:
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ("model_name", "API", "entrypoint"), buckets=TFS_LATENCY_BUCKETS_US, registry=registry)
+        # What the models predict (issue 17; observability/predictions.py updates them).
+        self.prediction_score = Histogram("tlserve_prediction_score", "Top-1 score of each image classified",
+                                          ("model", "version"), buckets=SCORE_BUCKETS, registry=registry)
+        self.predicted_class = Counter("tlserve_predicted_class", "Images by top-1 predicted class",
+                                       ("model", "version", "class"), registry=registry)
+        self.unconfident = Counter("tlserve_unconfident", "Images whose unknown score is above the version's "
+                                   "threshold (exports with an 'unknown' threshold only)", ("model", "version"),
+                                   registry=registry)
+        # One BentoML worker: its latest value; with several, each worker's window is its own.
+        self.prediction_drift = Gauge("tlserve_prediction_drift", "Population stability index of the recent "
+                                      "predictions against the export's test split (kind: class or score)",
+                                      ("model", "version", "kind"), multiprocess_mode="livemostrecent",
+                                      registry=registry)
 
     def observe_request(self, model: str, version: str, protocol: str, api: str, code: str, seconds: float) -> None:
         labels = (model or "", version or "", protocol, api, code)

@@ -13,6 +13,7 @@ import numpy as np
 from service.batching.batcher import BatchStats
 from service.codec.images import ImageLimits
 from service.core.errors import InvalidInput
+from service.observability.drift import parse_reference
 from service.runtime.savedmodel import LoadedModel
 from service.serving.version import BatchingSettings, ServedVersion
 from tlserve.contract import (
@@ -37,9 +38,11 @@ class VersionLoader:
     def __call__(self, name: str, number: int, path: Path) -> ServedVersion:
         model = LoadedModel(path, self.device())
         labels = path / LABELS_FILE
+        class_names = labels.read_text().splitlines() if labels.is_file() else None
+        reference = parse_reference(read_metadata(path), len(class_names)) if class_names else None
         served = ServedVersion(name, number, model, self.batching(name), self.image_limits,
-                               class_names=labels.read_text().splitlines() if labels.is_file() else None,
-                               on_batch=self.on_batch, unknown_threshold=unknown_threshold(path))
+                               class_names=class_names, on_batch=self.on_batch,
+                               unknown_threshold=unknown_threshold(path), reference=reference)
         model.warm_up(check=served.check_warmup_record)
         if served.images:
             b = served.batching
@@ -47,20 +50,26 @@ class VersionLoader:
         return served
 
 
-def unknown_threshold(path: Path) -> float | None:
-    """The threshold of the metadata's "unknown" object (``tlserve.contract``), or None for an export without one
-    (no metadata file, or none of the key: an export from before issue 16). A threshold that is there but is not a
-    finite number, or a metadata file that is not a JSON object, refuses the version at load, never at a request."""
+def read_metadata(path: Path) -> dict:
+    """The version's METADATA_FILE as a dict ({} without one); one that is not a JSON object refuses the version
+    at load, never at a request."""
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
-        return None
+        return {}
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"{METADATA_FILE} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise InvalidInput(f"{METADATA_FILE} must be a JSON object")
-    unknown = meta.get(METADATA_UNKNOWN)
+    return meta
+
+
+def unknown_threshold(path: Path) -> float | None:
+    """The threshold of the metadata's "unknown" object (``tlserve.contract``), or None for an export without one
+    (no metadata file, or none of the key: an export from before issue 16). A threshold that is there but is not a
+    finite number refuses the version at load, never at a request."""
+    unknown = read_metadata(path).get(METADATA_UNKNOWN)
     if not isinstance(unknown, dict) or unknown.get(UNKNOWN_THRESHOLD) is None:
         return None
     value = unknown[UNKNOWN_THRESHOLD]

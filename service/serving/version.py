@@ -23,6 +23,7 @@ from service.batching.batcher import BatchStats, DynamicBatcher
 from service.codec.images import ImageLimits
 from service.core.errors import InvalidInput
 from service.core.tensors import SignatureInfo
+from service.observability.drift import Reference
 from service.runtime.savedmodel import LoadedModel
 from service.serving import rows as row_ops
 from service.serving.images import IMAGE_SIGNATURES, EncodedImage, ImagePipeline, is_image_model
@@ -51,8 +52,10 @@ class ServedVersion:
     def __init__(self, name: str, number: int, model: LoadedModel, batching: BatchingSettings,
                  image_limits: ImageLimits = ImageLimits(), class_names: list[str] | None = None,
                  on_batch: Callable[[str, int, BatchStats, int], None] | None = None,
-                 unknown_threshold: float | None = None):
+                 unknown_threshold: float | None = None, reference: Reference | None = None):
         self.name, self.number, self.model = name, number, model
+        # The export's drift reference (issue 17), read once at load; None: no drift for this version.
+        self.reference = reference
         # The export's metadata "unknown" threshold (read once, at load); None for an export without one.
         self.unknown_threshold = unknown_threshold
         self.path: Path = model.path

@@ -188,3 +188,26 @@ def test_with_auth_on_the_console_asks_for_a_token_once_and_sends_it_on_every_ca
     expected = [p for p in page.problems.items if "status of 401" in p]
     assert expected and len(expected) == len(page.problems.items), page.problems.items
     page.problems.items.clear()
+
+
+def test_recent_predicted_classes_are_shown_beside_the_reference(page, console_server, digits_repo, digit_images):
+    meta = json.loads((digits_repo / "digits" / "1" / "assets.extra" / "metadata.json").read_text())
+    reference = meta["reference"]["class_frequencies"]
+    png, label = digit_images[0]
+    for _ in range(3):
+        answer = httpx.post(f"{console_server.url}/classify", files={"images": ("d.png", png, "image/png")},
+                            data={"model": "digits", "version": "1"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["predictions"][0][0]["label"] == label
+    live = httpx.get(f"{console_server.url}/ui/api/predictions").json()["models"]["digits"]["1"]
+    assert live["reference"] == pytest.approx(reference) and live["window"] >= 3
+    open_console(page, console_server)
+    block = '.predictions[data-model="digits"][data-version="1"]'
+    page.wait_for_selector(f'{block} tr[data-class="{label}"]', timeout=REFRESH_WAIT_MS)
+    for i, name in enumerate(live["classes"]):
+        row = page.locator(f'{block} tr[data-class="{name}"]')
+        assert row.locator("td.reference .score").inner_text() == f"{reference[i] * 100:.1f}%"
+        assert row.locator("td.live .score").inner_text() == f"{live['live'][i] * 100:.1f}%"
+    assert live["live"][live["classes"].index(label)] > 0
+    # the default window (1000) is far from full: no drift yet, and the page says why
+    assert page.locator(f"{block} p.drift").inner_text() == \
+        f"drift once the window is full ({live['window']} of {live['window_size']})"

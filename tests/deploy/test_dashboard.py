@@ -7,10 +7,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
 from service.batching.batcher import BatchStats
+from service.observability.drift import Reference
 from service.observability.metrics import Metrics
+from service.observability.predictions import PredictionMonitor
 from tests.deploy.conftest import REPO
 
 DASHBOARD = REPO / "deploy" / "grafana" / "tlserve-dashboard.json"
@@ -23,6 +26,9 @@ def exported_series() -> dict[str, set[str]]:
     metrics.observe_request("digits", "1", "classify", "classify", "200", 0.01)
     metrics.observe_batch("digits", 1, BatchStats(size=2, queue_waits_s=[0.001, 0.002], run_s=0.01), queue_depth=3)
     metrics.model_event("loaded", "digits", 1, "AVAILABLE", 1.5)
+    reference = Reference(10, (0.5, 0.5), None, (0.1,) * 10)
+    PredictionMonitor(metrics, window=10).observe("digits", 1, ["a", "b"], reference, np.eye(2)[[0] * 10],
+                                                  np.zeros(10), 0.5)
     series: dict[str, set[str]] = {}
     for line in generate_latest(registry).decode().splitlines():
         if line.startswith("#"):
@@ -64,3 +70,6 @@ def test_dashboard_covers_what_operators_watch():
     assert "tlserve_batch_size_bucket" in joined and "tlserve_queue_depth" in joined
     assert "sum by (code) (rate(tlserve_requests_total" in joined  # errors by code
     assert "tlserve_model_state" in joined
+    for name in ("tlserve_prediction_drift", "tlserve_predicted_class_total", "tlserve_prediction_score_bucket",
+                 "tlserve_unconfident_total"):
+        assert name in joined, name

@@ -5,6 +5,8 @@
 - ``GET /ui/api/models``: every model, its versions with state and failure reason, version labels,
   class names, batching settings and the files of each version's evaluation report;
 - ``GET /ui/api/stats``: live figures per model (``service.observability.stats``);
+- ``GET /ui/api/predictions``: per model and version, the class frequencies of the recent predictions beside the
+  export's reference, and their drift (``service.observability.predictions``);
 - ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report.
 
 Predictions go through the public ``POST /classify``. Console calls are not counted in the request
@@ -24,6 +26,7 @@ from service.codec.version import parse_version
 from service.core.dataplane import DataPlane, ModelInfo, VersionStatus
 from service.core.errors import NotFound
 from service.observability.metrics import Metrics
+from service.observability.predictions import PredictionMonitor
 from service.observability.stats import StatsWindow
 from service.transport.http.common import json_response
 from tlserve.contract import REPORT_DIR
@@ -81,7 +84,7 @@ def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> 
             "batching": served.batching if served else None}
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
+def build_router(dataplane: DataPlane, metrics: Metrics, predictions: PredictionMonitor) -> APIRouter:
     router = APIRouter(tags=["console"])
     stats = StatsWindow(metrics)
 
@@ -122,6 +125,10 @@ def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
     @router.get("/ui/api/stats", summary="Recent request rate, p50/p99 latency, batch size, queue depth, errors")
     async def live_stats():
         return json_response({"models": stats.figures()})
+
+    @router.get("/ui/api/predictions", summary="Recent predicted class frequencies beside the reference, and drift")
+    async def live_predictions():
+        return json_response({"models": predictions.live()})
 
     @router.get("/ui/api/models/{model}/versions/{version}/report/{file}", summary="A file of a version's report")
     async def get_report_file(model: str, version: str, file: str):

@@ -220,6 +220,48 @@ async function refreshStats() {
     : [el("tr", {}, el("td", { colspan: 7, class: "muted", text: "no requests yet" }))]));
 }
 
+// ---------------------------------------------------------------- predictions and drift
+const share = (value) => (value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)}%`);
+
+function shareCell(cls, value) {
+  return el("td", { class: `share ${cls}` },
+    el("span", { class: "bar" }, el("span", { style: { width: `${((value || 0) * 100).toFixed(1)}%` } })),
+    el("span", { class: "score", text: share(value) }));
+}
+
+function predictionsBlock(model, version, p) {
+  const drift = p.drift
+    ? `class drift ${fixed(p.drift.class, 3)}, score drift ${fixed(p.drift.score, 3)} (PSI; above 0.2: shifted)`
+    : (p.reference ? `drift once the window is full (${p.window} of ${p.window_size})`
+      : "no drift: this export carries no reference");
+  const rows = p.classes.map((name, i) => el("tr", { "data-class": name },
+    el("td", { text: name }),
+    shareCell("live", p.live[i]),
+    p.reference ? shareCell("reference", p.reference[i]) : el("td", { class: "muted", text: "–" })));
+  return el("div", { class: "predictions", "data-model": model, "data-version": version },
+    el("h3", { text: `${model} version ${version}` },
+      el("span", { class: "muted window", text: ` last ${p.window} predictions` })),
+    el("p", { class: p.drift && p.drift.class > 0.2 ? "drift bad" : "drift muted", text: drift }),
+    el("table", {},
+      el("thead", {}, el("tr", {}, el("th", { text: "class" }), el("th", { text: "recent" }),
+        el("th", { text: "test split" }))),
+      el("tbody", {}, ...rows)));
+}
+
+async function refreshPredictions() {
+  let body;
+  try {
+    body = await apiJson("api/predictions");
+  } catch (error) {
+    $("predictions").replaceChildren(el("p", { class: "error", text: error.message }));
+    return;
+  }
+  const blocks = Object.entries(body.models).flatMap(([model, versions]) =>
+    Object.entries(versions).map(([version, p]) => predictionsBlock(model, version, p)));
+  $("predictions").replaceChildren(...(blocks.length ? blocks
+    : [el("p", { class: "muted", text: "no predictions yet" })]));
+}
+
 // ---------------------------------------------------------------- try it
 async function classify(files) {
   const images = [...files].filter((f) => f.type.startsWith("image/") || f.type === "");
@@ -409,4 +451,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpTryIt();
   every(refreshModels, MODELS_EVERY_MS);
   every(refreshStats, STATS_EVERY_MS);
+  every(refreshPredictions, STATS_EVERY_MS);
 });
