@@ -124,7 +124,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY) ->
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when)
+                                    ready_when=settings.ready_when, max_explain_images=settings.max_explain_images)
     runtime = Runtime(settings, metrics, repository, dataplane, auth=AuthPolicy.from_settings(settings))
     return runtime
 

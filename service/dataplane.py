@@ -17,7 +17,6 @@ import numpy as np
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
-    MAX_EXPLAIN_IMAGES_PER_REQUEST,
     Classification,
     Explanation,
     ModelInfo,
@@ -57,8 +56,10 @@ def ensure_model_name(name: str) -> str:
 
 
 class RepositoryDataPlane:
-    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all"):
+    def __init__(self, repository: ModelRepository, *, max_explain_images: int, request_timeout_s: float = 30.0,
+                 ready_when: str = "all"):
         self.repository = repository
+        self.max_explain_images = max_explain_images  # no default here: Settings holds the one
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
         self.draining = False
@@ -198,8 +199,8 @@ class RepositoryDataPlane:
                       deadline: float | None = None) -> tuple[int, list[Explanation]]:
         if not images:
             raise InvalidInput("no images in the request")
-        if len(images) > MAX_EXPLAIN_IMAGES_PER_REQUEST:
-            raise InvalidInput(f"at most {MAX_EXPLAIN_IMAGES_PER_REQUEST} images per explain request, "
+        if len(images) > self.max_explain_images:
+            raise InvalidInput(f"at most {self.max_explain_images} images per explain request (--max-explain-images), "
                                f"got {len(images)}")
         indices = [EXPLAIN_TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
         if len(indices) != len(images):

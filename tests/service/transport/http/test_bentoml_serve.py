@@ -40,7 +40,9 @@ def test_tlserve_predict_prints_labels(bento, tiny_training, tmp_path, capsys):
     image.write_bytes(tiny_training.data.images[0])
     assert main(["predict", str(image), "--model", "shapes", "--url", url, "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == f"{image}:"
+    confident = httpx.post(url + "/classify", data={"model": "shapes"},
+                           files=[("images", ("shape.png", image.read_bytes(), "image/png"))]).json()["confident"][0]
+    assert lines[0] == f"{image}: {'confident' if confident else 'unknown'}"
     assert len(lines) == 3 and lines[1].split()[0] in {"circle", "square", "triangle"}
     assert main(["predict", str(image), "--model", "nope", "--url", url]) == 1
     assert "404" in capsys.readouterr().err
