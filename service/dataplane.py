@@ -124,7 +124,7 @@ class RepositoryDataPlane:
             except ServiceError:  # it left between the two lookups: shown as a plain status
                 continue
             served[status.number] = ServedInfo(status.number, version.class_names, version.image_size,
-                                               version.batching.as_dict())
+                                               version.batching.as_dict(), EXPLAIN_SIGNATURE in version.signatures)
         return ModelInfo(name, dict(self.repository.spec(name).labels), self.repository.ready_model(name),
                          statuses, served)
 

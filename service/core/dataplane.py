@@ -91,6 +91,7 @@ class ServedInfo:
     class_names: list[str] | None
     image_size: int | None  # the pixels signature's height for a tlserve export, else None
     batching: dict[str, Any]
+    explain: bool  # it has the export's explain signature (Grad-CAM; absent from exports before issue 16)
 
 
 @dataclass(frozen=True)
