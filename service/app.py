@@ -141,7 +141,8 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder)
+                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder,
+                                    max_explain_images=settings.max_explain_images)
     runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings),
                       recorder=recorder)
     return runtime
