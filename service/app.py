@@ -157,7 +157,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder,
-                                    predictions=predictions)
+                                    predictions=predictions, max_explain_images=settings.max_explain_images)
     runtime = Runtime(settings, metrics, repository, dataplane, predictions,
                       auth=auth or AuthPolicy.from_settings(settings), recorder=recorder)
     return runtime

@@ -13,16 +13,21 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import bentoml
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from service.auth import AuthPolicy
+from service.core.dataplane import DEFAULT_TOP_K
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.transport.http.auth import BearerAuth
+from service.transport.http.bento_api import ROUTE, ApiGate, classify_files
+from service.transport.http.classify import ClassifyResponse
 from service.transport.http.routing_errors import JsonRoutingErrors
 
 if TYPE_CHECKING:
@@ -73,6 +78,13 @@ class Worker(Starlette):
     def ready(self) -> bool:
         return self.runtime is not None and self.runtime.ready()
 
+    def accounting(self) -> dict:
+        """``RequestAccounting``'s arguments for the BentoML api's route (the runtime's metrics and drain state)."""
+        runtime = self.runtime
+        assert runtime is not None, "the worker's start-up hook has not run"
+        return {"metrics": runtime.metrics, "max_concurrent": settings.max_concurrent_requests,
+                "closing": lambda: runtime.dataplane.draining}
+
 
 worker = Worker()
 
@@ -99,6 +111,19 @@ class TlServe:
         if worker.lifecycle is not None:
             await worker.lifecycle.stop()
 
+    @bentoml.api(route=ROUTE)
+    async def classify(self, images: list[Path], ctx: bentoml.Context, model: str | None = None,
+                       top_k: int = DEFAULT_TOP_K, version: int | str | None = None,
+                       unknown_threshold: float | None = None) -> ClassifyResponse:
+        """Top-k labels of image files, as POST /classify answers them (the same data plane and batcher)."""
+        assert worker.runtime is not None  # built by the start-up hook, which BentoML runs before it serves
+        answer = await classify_files(ctx.request, worker.runtime.dataplane, images, model, top_k, version,
+                                      unknown_threshold)
+        if isinstance(answer, Response):  # an error from the one table, sent as it is but for the status, which
+            ctx.response.status_code = answer.status_code  # BentoML takes from the context of an api that has one
+            return cast(ClassifyResponse, answer)
+        return ClassifyResponse.model_validate(answer)
+
     def __is_ready__(self) -> bool:
         return worker.ready()
 
@@ -108,6 +133,8 @@ class TlServe:
 
 # @bentoml.service made TlServe a bentoml Service (its type hints still say the class).
 bento = cast(bentoml.Service, TlServe)
-bento.add_asgi_middleware(JsonRoutingErrors)
+bento.add_asgi_middleware(JsonRoutingErrors)  # the first added is the outermost
 if auth.enabled:  # BentoML's own routes (/readyz, /metrics, /docs.json) too, not only the mounted app's
     bento.add_asgi_middleware(BearerAuth, policy=auth)
+# Inside the token check: an unauthenticated client never has its body read or parsed.
+bento.add_asgi_middleware(ApiGate, max_body_bytes=settings.max_body_bytes, accounting=worker.accounting)

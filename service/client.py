@@ -15,7 +15,8 @@ class HttpClient:
         self.timeout_s = timeout_s
 
     def classify(self, images: list[bytes], *, model: str | None = None, top_k: int = 3) -> dict:
-        """``{"model", "version", "predictions": [[{"label", "score"}, ...], ...]}`` for encoded images."""
+        """``{"model", "version", "predictions": [[{"label", "score"}, ...], ...], "confident": [bool, ...]}`` for
+        encoded images (``confident`` only from a server that answers it: one from before issue 16 does not)."""
         data = {"top_k": str(top_k)}
         if model:
             data["model"] = model
@@ -52,6 +53,8 @@ class GrpcClient:
                 response = classifier_pb2_grpc.ClassifierStub(channel).Classify(request, timeout=self.timeout_s)
             except grpc.RpcError as exc:
                 raise ClientError(f"{self.target} answered {exc.code().name}: {exc.details()}") from exc
+        # ``confident`` is a plain proto3 bool: always present (False from a server from before issue 16).
         return {"model": response.model, "version": str(response.version),
                 "predictions": [[{"label": label.label, "score": label.score} for label in result.labels]
-                                for result in response.results]}
+                                for result in response.results],
+                "confident": [result.confident for result in response.results]}

@@ -21,7 +21,6 @@ from service.codec import triton
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
-    MAX_EXPLAIN_IMAGES_PER_REQUEST,
     Classification,
     Explanation,
     ModelConfiguration,
@@ -77,13 +76,15 @@ SCORED_SIGNATURES = (*IMAGE_SIGNATURES, PIXELS_SIGNATURE)
 
 
 class RepositoryDataPlane:
-    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
-                 stats: InferenceStats | None = None, shared_memory: SystemSharedMemory | None = None,
-                 recorder: Recorder | None = None, predictions: PredictionMonitor | None = None):
+    def __init__(self, repository: ModelRepository, *, max_explain_images: int, request_timeout_s: float = 30.0,
+                 ready_when: str = "all", stats: InferenceStats | None = None,
+                 shared_memory: SystemSharedMemory | None = None, recorder: Recorder | None = None,
+                 predictions: PredictionMonitor | None = None):
         """``recorder`` receives a record of every answered predict, classify and explain (request log, capture);
         ``predictions`` sees the scores of each (prediction metrics, drift). Either is None when not configured,
         so that it costs nothing then."""
         self.repository = repository
+        self.max_explain_images = max_explain_images  # no default here: Settings holds the one
         self.stats = stats if stats is not None else InferenceStats()
         self.shared_memory = shared_memory or SystemSharedMemory()
         self.recorder = recorder
@@ -152,7 +153,7 @@ class RepositoryDataPlane:
             except ServiceError:  # it left between the two lookups: shown as a plain status
                 continue
             served[status.number] = ServedInfo(status.number, version.class_names, version.image_size,
-                                               version.batching.as_dict())
+                                               version.batching.as_dict(), EXPLAIN_SIGNATURE in version.signatures)
         return ModelInfo(name, dict(self.repository.spec(name).labels), self.repository.ready_model(name),
                          statuses, served)
 
@@ -338,8 +339,8 @@ class RepositoryDataPlane:
                       deadline: float | None = None) -> tuple[int, list[Explanation]]:
         if not images:
             raise InvalidInput("no images in the request")
-        if len(images) > MAX_EXPLAIN_IMAGES_PER_REQUEST:
-            raise InvalidInput(f"at most {MAX_EXPLAIN_IMAGES_PER_REQUEST} images per explain request, "
+        if len(images) > self.max_explain_images:
+            raise InvalidInput(f"at most {self.max_explain_images} images per explain request (--max-explain-images), "
                                f"got {len(images)}")
         indices = [EXPLAIN_TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
         if len(indices) != len(images):

@@ -77,6 +77,11 @@ class Settings:
     shutdown_grace_s: float = setting(20.0, "on SIGTERM, after the drain delay: seconds for in-flight requests to "
                                       "finish", minimum=0)
     max_image_pixels: int = setting(40_000_000, "largest decoded image, in pixels", minimum=1)
+    # Grad-CAM runs the model forward and back per image and answers a heatmap at the input size for each (224 x 224
+    # floats is about 1 MB of JSON), so fewer images than a classify request: a deployment on a GPU, or with a small
+    # model, may allow more; one with little memory fewer.
+    max_explain_images: int = setting(16, "images per explain request (:explain, /explain, gRPC Explain, Predict "
+                                      "with the explain signature); beyond: 400", minimum=1)
     gpu_memory_limit_mb: int = setting(0, "GPU memory for TensorFlow, in MiB (0: grow on demand)")
     intra_op_threads: int = setting(0, "TensorFlow intra-op threads (0: TensorFlow's choice)")
     inter_op_threads: int = setting(0, "TensorFlow inter-op threads (0: TensorFlow's choice)")

@@ -91,13 +91,29 @@ class ServeProcess:
 def start_serve(repo: Path, log: Path, *args: str, scheme: str = "http", verify=True) -> ServeProcess:
     """`tlserve serve --model-repo repo <args>` on free ports, returned once /readyz answers 200."""
     port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(repo), "--host", "127.0.0.1",
+               "--http-port", str(port), "--grpc-port", str(grpc_port), "--poll-interval-s", "0", *args]
+    return start_tree(command, dict(os.environ), f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log,
+                      verify=verify)
+
+
+def start_bento(tag: str, repo: Path, log: Path, env: dict[str, str]) -> ServeProcess:
+    """`bentoml serve <tag>`: a built Bento from the store ``env`` names (BENTOML_HOME), serving ``repo``; tlserve's
+    settings reach BentoML's worker through TLSERVE_* as `tlserve serve` hands them over."""
+    port, grpc_port = free_port(), free_port()
+    command = [str(Path(sys.executable).with_name("bentoml")), "serve", tag, "--host", "127.0.0.1", "--port", str(port)]
+    env = {**os.environ, **env, "TLSERVE_MODEL_REPO": str(repo), "TLSERVE_GRPC_PORT": str(grpc_port),
+           "TLSERVE_POLL_INTERVAL_S": "0"}
+    return start_tree(command, env, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log)
+
+
+def start_tree(command: list[str], env: dict[str, str], url: str, grpc_target: str, log: Path,
+               verify=True) -> ServeProcess:
+    """Start ``command`` in a session of its own and return it once ``url``/readyz answers 200."""
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tlserve.cli", "serve", "--model-repo", str(repo), "--host", "127.0.0.1",
-             "--http-port", str(port), "--grpc-port", str(grpc_port), "--poll-interval-s", "0", *args],
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    running = ServeProcess(process, f"{scheme}://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log)
+        process = subprocess.Popen(command, env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    running = ServeProcess(process, url, grpc_target, log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -107,4 +123,4 @@ def start_serve(repo: Path, log: Path, *args: str, scheme: str = "http", verify=
             pass
         time.sleep(0.3)
     running.kill()
-    pytest.fail(f"tlserve serve did not become ready:\n{running.output()}")
+    pytest.fail(f"{' '.join(command[:3])} did not become ready:\n{running.output()}")

@@ -275,11 +275,20 @@ def _predict(args: argparse.Namespace) -> int:
     client = GrpcClient(args.grpc, args.timeout) if args.grpc else HttpClient(args.url, timeout_s=args.timeout)
     images = [(path, Path(path).read_bytes()) for path in args.images]
     result = client.classify([data for _, data in images], model=args.model, top_k=args.top_k)
-    for (path, _), predictions in zip(images, result["predictions"], strict=True):
-        print(f"{path}:")
-        for p in predictions:
-            print(f"  {p['label']} {p['score']:.4f}")
+    print("\n".join(prediction_lines([path for path, _ in images], result)))
     return 0
+
+
+def prediction_lines(paths: list[str], result: dict) -> list[str]:
+    """What `tlserve predict` prints: per image ``<path>: confident|unknown`` (the word only when the server answers
+    ``confident``, which one from before issue 16 does not), then one ``<label> <score>`` line per class."""
+    words = ["confident" if c else "unknown" for c in result["confident"]] if "confident" in result else \
+        [""] * len(paths)
+    lines = []
+    for path, predictions, word in zip(paths, result["predictions"], words, strict=True):
+        lines.append(f"{path}: {word}" if word else f"{path}:")
+        lines += [f"  {p['label']} {p['score']:.4f}" for p in predictions]
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,6 @@ if TYPE_CHECKING:  # type names only: core imports no numpy arrays at run time, 
 
 # Request limits and defaults every transport shares (one place, so HTTP and gRPC answer alike).
 MAX_IMAGES_PER_REQUEST = 256
-# Grad-CAM runs the model forward and back per image and answers a heatmap at the input size for each (224 x 224
-# floats is about 1 MB of JSON): a smaller limit than classification's.
-MAX_EXPLAIN_IMAGES_PER_REQUEST = 16
 DEFAULT_TOP_K = 3
 
 # TF Serving's version states, as GetModelStatus reports them.
@@ -94,6 +91,7 @@ class ServedInfo:
     class_names: list[str] | None
     image_size: int | None  # the pixels signature's height for a tlserve export, else None
     batching: dict[str, Any]
+    explain: bool  # it has the export's explain signature (Grad-CAM; absent from exports before issue 16)
 
 
 @dataclass(frozen=True)
@@ -316,6 +314,6 @@ class DataPlane(Protocol):
                       deadline: float | None = None) -> tuple[int, list[Explanation]]:
         """Grad-CAM of each encoded image through the export's ``explain`` signature: (version number, one
         Explanation per image). ``class_indices`` holds one class per image (``EXPLAIN_TOP_CLASS``, -1, for its top
-        class); None explains every top class. At most MAX_EXPLAIN_IMAGES_PER_REQUEST images; NotFound for a model
+        class); None explains every top class. At most the ``max_explain_images`` setting's images; NotFound for a model
         without the signature."""
         ...

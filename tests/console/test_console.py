@@ -55,10 +55,18 @@ def test_uploading_digit_images_shows_the_right_top_labels_with_scores_and_laten
         top_score = float(result.locator("li.top .score").inner_text())
         bar = result.locator("li.top .bar span").evaluate("e => parseFloat(e.style.width)")
         assert bar == pytest.approx(top_score * 100, abs=0.1)
-        assert result.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
+        assert result.locator("img.picture").evaluate("img => img.complete && img.naturalWidth > 0")
     status = page.locator("#try-status")
     assert status.inner_text().startswith("digits version 1: 2 image(s) in ")
     assert float(status.get_attribute("data-latency-ms")) > 0
+    # The export has an explain signature: each image gets its Grad-CAM overlay from POST /explain, at the model's
+    # input size (48 px), explaining the top class shown.
+    page.wait_for_selector("#try-results .result img.overlay:not([hidden]) >> nth=1")
+    for i, (_png, label) in enumerate(digit_images):
+        overlay = results.nth(i).locator("img.overlay")
+        assert overlay.get_attribute("src").startswith("data:image/png;base64,")
+        assert overlay.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]") == [True, 48, 48]
+        assert overlay.get_attribute("title").startswith(f"Grad-CAM of {label} (")
 
 
 def test_an_image_dropped_on_the_page_is_classified(page, console_server, digit_images):
@@ -75,6 +83,41 @@ def test_an_image_dropped_on_the_page_is_classified(page, console_server, digit_
     page.wait_for_selector("#try-results .result li.top")
     assert page.locator("#try-results .result .file").inner_text() == "dropped.png"
     assert page.locator("#try-results li.top .label").inner_text() == label
+
+
+def without_explain(version_dir):
+    """An export as those from before issue 16 were: no explain signatures (removed from saved_model.pb, which is
+    what the service reads its signatures from)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    for name in [n for n in saved.meta_graphs[0].signature_def if n.startswith("explain")]:
+        del saved.meta_graphs[0].signature_def[name]
+    (version_dir / "saved_model.pb").write_bytes(saved.SerializeToString())
+
+
+def test_a_model_without_an_explain_signature_is_classified_without_overlay_or_error(page, console_server,
+                                                                                     digits_repo, digit_images):
+    staged = copy_version(digits_repo / "digits" / "1", digits_repo / ".old", "1")
+    without_explain(staged)
+    staged.parent.rename(digits_repo / "old_digits")
+    try:
+        open_console(page, console_server)
+        # Found by the repository poll, loaded and warmed up, then shown by the page's next refresh.
+        page.wait_for_selector('tr.version[data-model="old_digits"][data-version="1"][data-state="AVAILABLE"]',
+                               timeout=3 * REFRESH_WAIT_MS)
+        page.select_option("#try-model", "old_digits")
+        png, label = digit_images[0]
+        page.set_input_files("#try-files", files=[{"name": "digit.png", "mimeType": "image/png", "buffer": png}])
+        page.wait_for_selector("#try-results .result li.top")
+        assert page.locator("#try-results li.top .label").inner_text() == label
+        page.wait_for_timeout(500)  # time for an overlay call, which must not be made
+        assert page.locator("#try-results img.overlay").get_attribute("hidden") is not None
+        assert page.locator("#try-status").inner_text().startswith("old_digits version 1: 1 image(s) in ")
+        # No 404 from /explain either: the page fixture fails on any failed request or console error.
+    finally:
+        shutil.rmtree(digits_repo / "old_digits")
 
 
 def test_a_version_that_fails_to_load_shows_its_reason_and_the_previous_one_keeps_serving(page, console_server,
@@ -180,6 +223,7 @@ def test_with_auth_on_the_console_asks_for_a_token_once_and_sends_it_on_every_ca
     page.set_input_files("#try-files", str(path))
     page.wait_for_selector("#try-results .result li.top")  # so is POST /classify
     assert page.locator("#try-results li.top .label").inner_text() == digit_images[0][1]
+    page.wait_for_selector("#try-results img.overlay:not([hidden])")  # and POST /explain
     assert page.evaluate("sessionStorage.getItem('tlserve.token')") == "console-test-token"
     page.reload()  # kept for the tab's session: not asked again
     page.wait_for_selector('#stats tr[data-model="digits"]')

@@ -1,6 +1,6 @@
 """bentofile.yaml: points at the BentoML service, packs every serving file and the same dependencies as
-pyproject.toml. (`make bento` runs the real `bentoml build`; it is not part of the test suite because
-BentoML installs uv into the venv on its first build.)"""
+pyproject.toml. (The real `bentoml build`, and `bentoml serve` of the Bento it builds, run in
+tests/service/transport/http/test_bento_build.py.)"""
 
 from __future__ import annotations
 

@@ -36,6 +36,10 @@ def test_https_with_bearer_auth(served, ca_context):
             refused = c.get(path)
             assert refused.status_code == 401, (path, refused.text)
             assert c.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        # The BentoML api: the token is checked before its body is read (then the gate refuses the JSON: 415).
+        assert c.post("/bentoml/classify", json={"images": []}).status_code == 401
+        assert c.post("/bentoml/classify", json={"images": []},
+                      headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 415
         answer = c.post("/v1/models/half_plus_two:predict", json={"instances": [[2.0]]},
                         headers={"Authorization": f"Bearer {TOKEN}"})
         assert answer.json() == {"predictions": [[3.0]]}

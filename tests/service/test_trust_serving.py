@@ -18,9 +18,11 @@ from service.codec.b64 import encode_b64
 from service.settings import Settings
 from service.transport.grpc.protos.tlserve.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 from tests.service.conftest import copy_version, start_server
+from tlserve.cli import main, prediction_lines
 from tlserve.contract import METADATA_FILE, METADATA_UNKNOWN, UNKNOWN_SCORE_OUTPUT, UNKNOWN_THRESHOLD
 
 LOW, HIGH = -1e30, 1e30  # below and above any unknown score
+EXPLAIN_LIMIT = 5  # the server's max_explain_images (default 16); the tests below explain up to the 5 images
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def trust_repo(tiny_export, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(trust_repo):
     running = start_server(Settings(model_repo=trust_repo, poll_interval_s=0.5, max_batch_size=8, batch_timeout_ms=5,
-                                    max_body_mb=2))
+                                    max_body_mb=2, max_explain_images=EXPLAIN_LIMIT))
     yield running
     running.stop()
 
@@ -113,6 +115,24 @@ def test_a_threshold_above_the_score_makes_every_image_confident(client, channel
 def test_an_export_without_unknown_metadata_answers_confident_never_an_error(client, channel, images):
     answers = _answers(client, channel, images, model="old_shapes")
     assert answers == {name: [True] * len(images) for name in ("json", "form", "grpc")}
+
+
+def test_tlserve_predict_shows_confident_per_image_over_http_and_grpc(server, images, direct, tmp_path, capsys):
+    scores, threshold, _ = direct
+    paths = []
+    for i, data in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(data)
+    expected = [f"{p}: {'confident' if s <= threshold else 'unknown'}" for p, s in zip(paths, scores, strict=True)]
+    for transport in (["--url", server.url], ["--grpc", server.grpc_target]):
+        assert main(["predict", *map(str, paths), "--model", "shapes", "--top-k", "1", *transport]) == 0
+        assert capsys.readouterr().out.splitlines()[::2] == expected, transport
+
+
+def test_tlserve_predict_shows_no_word_when_the_server_answers_no_confident():
+    old = {"model": "m", "version": "1", "predictions": [[{"label": "cat", "score": 0.5}]]}  # before issue 16
+    assert prediction_lines(["a.png"], old) == ["a.png:", "  cat 0.5000"]
+    assert prediction_lines(["a.png"], {**old, "confident": [False]}) == ["a.png: unknown", "  cat 0.5000"]
 
 
 @pytest.mark.parametrize("raw", ["abc", True, None, [1], "NaN", float("inf")])
@@ -203,12 +223,16 @@ def test_explain_refuses_a_class_index_the_model_does_not_have_with_400(client, 
     assert response.status_code == 400, response.text
 
 
-def test_explain_refuses_more_images_than_its_limit(client, images):
-    from service.core.dataplane import MAX_EXPLAIN_IMAGES_PER_REQUEST
-    instances = [{"b64": encode_b64(images[0])}] * (MAX_EXPLAIN_IMAGES_PER_REQUEST + 1)
-    response = _explain(client, instances)
+def test_explain_takes_up_to_the_max_explain_images_setting_and_refuses_more(client, channel, images):
+    at_limit = [{"b64": encode_b64(images[0])}] * EXPLAIN_LIMIT
+    assert _explain(client, at_limit).status_code == 200
+    response = _explain(client, at_limit + at_limit[:1])
     assert response.status_code == 400, response.text
-    assert str(MAX_EXPLAIN_IMAGES_PER_REQUEST) in response.json()["error"]
+    assert f"at most {EXPLAIN_LIMIT} images" in response.json()["error"]
+    with pytest.raises(grpc.RpcError) as refused:
+        classifier_pb2_grpc.ClassifierStub(channel).Explain(
+            classifier_pb2.ExplainRequest(model="shapes", images=[images[0]] * (EXPLAIN_LIMIT + 1)), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_explain_checks_image_headers_before_the_graph_decodes_on_explain_and_on_predict(client):

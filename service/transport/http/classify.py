@@ -10,7 +10,7 @@ from service.codec.b64 import decode_b64
 from service.codec.threshold import FIELD as THRESHOLD_FIELD
 from service.codec.threshold import parse_threshold
 from service.codec.version import parse_version
-from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, DataPlane, Target
+from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, Classification, DataPlane, Target
 from service.core.errors import InvalidInput, UnsupportedMediaType
 from service.transport.http.common import (
     describe,
@@ -45,6 +45,13 @@ class ClassifyResponse(BaseModel):
     predictions: list[list[Label]]
     confident: list[bool] = Field(..., description="per image: its unknown score is at most the threshold (always "
                                   "true for an export without an unknown score)")
+
+
+def classify_answer(model: str, answer: Classification) -> dict:
+    """The JSON of a classify answer (``ClassifyResponse``), the same for /classify and the BentoML api."""
+    return {"model": model, "version": str(answer.version),
+            "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in answer.predictions],
+            "confident": answer.confident}
 
 
 def _b64(value, index: int) -> bytes:
@@ -128,8 +135,6 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
             Target(model, parse_version(version)), top_k, images=images,
             deadline=dataplane.deadline(request_timeout(request)), unknown_threshold=threshold)
         describe(request, version=answer.version)
-        return {"model": model, "version": str(answer.version),
-                "predictions": [[{"label": p.label, "score": p.score} for p in row] for row in answer.predictions],
-                "confident": answer.confident}
+        return classify_answer(model, answer)
 
     return router

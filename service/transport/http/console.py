@@ -9,7 +9,8 @@
   export's reference, and their drift (``service.observability.predictions``);
 - ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report.
 
-Predictions go through the public ``POST /classify``. Console calls are not counted in the request
+Predictions go through the public ``POST /classify``, and the Grad-CAM overlays of a version with an explain
+signature through the public ``POST /explain``. Console calls are not counted in the request
 metrics (they would drown the traffic they show).
 """
 
@@ -81,7 +82,7 @@ def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> 
     served = info.served.get(status.number)
     return {"version": str(status.number), "state": status.state, "reason": status.error,
             "since": status.changed_at, "report": report, "classes": served.class_names if served else None,
-            "batching": served.batching if served else None}
+            "batching": served.batching if served else None, "explain": bool(served and served.explain)}
 
 
 def build_router(dataplane: DataPlane, metrics: Metrics, predictions: PredictionMonitor) -> APIRouter:

@@ -1,4 +1,5 @@
-// tlserve console: reads /ui/api/* and calls POST /classify. Plain DOM, no framework, nothing from outside.
+// tlserve console: reads /ui/api/* and calls POST /classify (and POST /explain for the overlays).
+// Plain DOM, no framework, nothing from outside.
 "use strict";
 
 const MODELS_EVERY_MS = 5000;
@@ -12,6 +13,7 @@ const state = {
   tryVersion: "",      // the version Try it calls; "" = the newest available
   reportShown: "",     // "model/version" whose report is on screen
   objectUrls: [],      // blob: URLs of the report on screen, released when it changes
+  tryRun: 0,           // counts the Try it calls: a late /explain answer for earlier images is dropped
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -277,6 +279,7 @@ async function classify(files) {
   $("try-status").textContent = `classifying ${images.length} image(s)…`;
   $("try-status").className = "muted";
   const started = performance.now();
+  const run = ++state.tryRun;
   let body;
   try {
     body = await apiJson("../classify", { method: "POST", body: form });
@@ -292,13 +295,49 @@ async function classify(files) {
   for (const url of state.tryUrls || []) URL.revokeObjectURL(url);
   state.tryUrls = images.map((f) => URL.createObjectURL(f));
   $("try-results").replaceChildren(...body.predictions.map((labels, i) => el("div", { class: "result" },
-    el("img", { src: state.tryUrls[i], alt: images[i].name }),
+    el("img", { class: "picture", src: state.tryUrls[i], alt: images[i].name }),
+    el("img", { class: "overlay", alt: "", hidden: true }),
     el("div", {},
       el("div", { class: "file", text: images[i].name }),
       el("ol", { class: "labels" }, labels.map((p, rank) => el("li", { class: rank === 0 ? "top" : "" },
         el("span", { class: "label", text: p.label }),
         el("span", { class: "bar" }, el("span", { style: { width: `${Math.max(0, Math.min(100, p.score * 100)).toFixed(1)}%` } })),
         el("span", { class: "score", text: p.score.toFixed(3) }))))))));
+  const served = findVersion(body.model, body.version);
+  if (served && served.explain) await explain(body.model, body.version, images, run);
+}
+
+// The Grad-CAM overlay of each image, from POST /explain, for a version whose export has an explain signature
+// (the models API says which: an older export has none, and is never asked).
+async function explain(model, version, images, run) {
+  const encoded = await Promise.all(images.map(base64Of));
+  let body;
+  try {
+    body = await apiJson("../explain", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model, version, images: encoded }),
+    });
+  } catch (error) {
+    if (run === state.tryRun) $("try-status").append(el("span", { class: "error", text: ` (no overlay: ${error.message})` }));
+    return;
+  }
+  if (run !== state.tryRun) return;  // other images were tried meanwhile: these overlays are not theirs
+  const overlays = $("try-results").querySelectorAll(".result img.overlay");
+  body.explanations.forEach((e, i) => {
+    if (!overlays[i]) return;
+    overlays[i].src = `data:image/png;base64,${e.overlay}`;
+    overlays[i].alt = overlays[i].title = `Grad-CAM of ${e.label} (${e.score.toFixed(3)})`;
+    overlays[i].hidden = false;
+  });
+}
+
+function base64Of(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result.slice(reader.result.indexOf(",") + 1));  // after "data:...;base64,"
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
 }
 
 function setUpTryIt() {

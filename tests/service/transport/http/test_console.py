@@ -33,10 +33,12 @@ def test_models_lists_versions_states_classes_batching_and_report_files(client, 
     report_dir = model_repo / "shapes/1" / REPORT_DIR
     assert version["report"] == sorted(p.name for p in report_dir.iterdir())
     assert {"report.json", "report.html", "confusion_matrix.png"} <= set(version["report"])
+    assert version["explain"] is True  # the export's Grad-CAM signature: the console asks POST /explain for overlays
 
     # A TF1 model from TF Serving's test data: no labels file, no report.
     (plain,) = models["half_plus_two"]["versions"]
-    assert (plain["version"], plain["state"], plain["classes"], plain["report"]) == ("123", "AVAILABLE", None, [])
+    assert (plain["version"], plain["state"], plain["classes"], plain["report"], plain["explain"]) == \
+        ("123", "AVAILABLE", None, [], False)
 
 
 def test_report_files_are_served_from_the_version_report_only(client, model_repo):
