@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -21,11 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.auth import AuthPolicy
+from service.capture.writer import CaptureSink
 from service.codec.images import ImageLimits
 from service.core.errors import ServiceError
 from service.dataplane import RepositoryDataPlane
 from service.lifecycle import Lifecycle
 from service.observability.metrics import Metrics
+from service.observability.records import RecordMetrics
+from service.records.cloudevents import CloudEventsSink
+from service.records.recorder import Recorder, Sink
+from service.records.requestlog import RequestLog
 from service.repository.config import ConfigFileSource, ModelSpec, specs_from_repository
 from service.repository.manager import ModelRepository
 from service.runtime import devices
@@ -57,6 +63,7 @@ class Runtime:
     dataplane: RepositoryDataPlane
     auth: AuthPolicy = AuthPolicy(None)  # built once from the settings (it reads the token file); both transports'
     device: str | None = None
+    recorder: Recorder | None = None  # the request log, CloudEvents and capture sinks; None when all are off
     grpc: GrpcServer | None = None
     started: bool = False
     _grpc_stopping: asyncio.Task | None = None
@@ -68,6 +75,8 @@ class Runtime:
             s = self.settings
             self.device = devices.configure(devices.DeviceSettings(
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
+            if self.recorder:
+                self.recorder.start()
             await self.repository.start()
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
@@ -94,6 +103,8 @@ class Runtime:
             if self._grpc_stopping:
                 await self._grpc_stopping
             await self.repository.stop()
+            if self.recorder:  # after the last request: what is queued is written, within a few seconds
+                await asyncio.to_thread(self.recorder.close)
 
     def ready(self) -> bool:
         return self.dataplane.ready()
@@ -124,10 +135,30 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
             return specs_from_repository(settings.model_repo)
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
+    recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when)
-    runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings))
+                                    ready_when=settings.ready_when, recorder=recorder)
+    runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings),
+                      recorder=recorder)
     return runtime
+
+
+def build_recorder(settings: Settings, metrics: RecordMetrics) -> Recorder | None:
+    """The sinks the settings ask for, behind one recorder; None when none is (recording then costs nothing)."""
+    s, mb = settings, 2**20
+    with_bytes = s.log_requests_images == "bytes"
+    sinks: list[Sink] = []
+    if s.log_requests:
+        sinks.append(RequestLog(s.log_requests, sample=s.log_requests_sample, max_bytes=int(s.log_requests_max_mb * mb),
+                                with_image_bytes=with_bytes, queue_items=s.record_queue, metrics=metrics))
+    if s.log_requests_url:
+        sinks.append(CloudEventsSink(s.log_requests_url, source=f"urn:tlserve:{socket.gethostname()}",
+                                     sample=s.log_requests_sample, with_image_bytes=with_bytes,
+                                     queue_items=s.record_queue, metrics=metrics))
+    if s.capture_dir is not None:
+        sinks.append(CaptureSink(s.capture_dir, below=s.capture_below, sample=s.capture_sample,
+                                 max_bytes=int(s.capture_max_mb * mb), queue_items=s.record_queue, metrics=metrics))
+    return Recorder(sinks) if sinks else None
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: CollectorRegistry = REGISTRY,

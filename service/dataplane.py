@@ -21,13 +21,14 @@ from service.core.dataplane import (
     Classification,
     Explanation,
     ModelInfo,
-    Prediction,
     ServedInfo,
     Target,
     VersionMetadata,
     VersionStatus,
 )
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
+from service.records.predictions import confidences, top_predictions
+from service.records.recorder import Recorder
 from service.repository.config import ConfigError, specs_from_proto
 from service.repository.manager import ModelRepository
 from service.serving.version import ServedVersion
@@ -42,8 +43,6 @@ from tlserve.contract import (
     IMAGES_INPUT,
     SCORES_OUTPUT,
     UNKNOWN_SCORE_OUTPUT,
-    UNKNOWN_THRESHOLD,
-    is_confident,
     valid_model_name,
 )
 
@@ -57,8 +56,12 @@ def ensure_model_name(name: str) -> str:
 
 
 class RepositoryDataPlane:
-    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all"):
+    def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
+                 recorder: Recorder | None = None):
+        """``recorder`` receives a record of every answered predict, classify and explain (request log, capture);
+        None when none is configured, so that recording costs nothing then."""
         self.repository = repository
+        self.recorder = recorder
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
         self.draining = False
@@ -163,7 +166,10 @@ class RepositoryDataPlane:
         with self.resolve(target) as version:
             outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
                                             output_filter=output_filter)
-            return version.number, outputs
+        if self.recorder:
+            self.recorder.observe(target.model, version, signature=signature or DEFAULT_SIGNATURE, inputs=inputs,
+                                  outputs=outputs)
+        return version.number, outputs
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
                        pixels: np.ndarray | None = None, deadline: float | None = None,
@@ -183,16 +189,14 @@ class RepositoryDataPlane:
                 outputs = await version.classify_images(images or [], deadline=deadline)
             names = version.class_names
             threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
-        scores = outputs[SCORES_OUTPUT]
-        k = min(top_k, scores.shape[1])
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        predictions = [[Prediction(names[i], int(i), float(row[i])) for i in order]
-                       for row, order in zip(scores, best, strict=True)]
-        unknown = outputs.get(UNKNOWN_SCORE_OUTPUT)  # absent from an export before issue 16: every image confident
-        rule = None if threshold is None else {UNKNOWN_THRESHOLD: threshold}
-        confident = [True] * len(predictions) if unknown is None else \
-            [is_confident(float(u), rule) for u in unknown]
-        return Classification(version.number, predictions, confident)
+        predictions = top_predictions(outputs[SCORES_OUTPUT], names, top_k)
+        # No unknown score (an export before issue 16) or no threshold: every image confident.
+        confident = confidences(outputs.get(UNKNOWN_SCORE_OUTPUT), threshold, len(predictions)) or \
+            [True] * len(predictions)
+        answer = Classification(version.number, predictions, confident)
+        if self.recorder:
+            self.recorder.observe(target.model, version, images=images, classification=answer)
+        return answer
 
     async def explain(self, target: Target, images: list[bytes], class_indices: list[int] | None = None, *,
                       deadline: float | None = None) -> tuple[int, list[Explanation]]:
@@ -216,6 +220,9 @@ class RepositoryDataPlane:
             outputs = await version.predict(EXPLAIN_SIGNATURE, {
                 IMAGES_INPUT: np.array(images, dtype=object),
                 CLASS_INDEX_INPUT: np.array(indices, dtype=np.int32)}, deadline=deadline)
+        if self.recorder:  # the explained class and score, not the heatmaps
+            self.recorder.observe(target.model, version, signature=EXPLAIN_SIGNATURE, images=images, outputs={
+                k: outputs[k] for k in (EXPLAINED_CLASS_OUTPUT, EXPLAINED_SCORE_OUTPUT)})
         return version.number, [
             Explanation(int(c), names[int(c)], float(score), heatmap) for c, score, heatmap in zip(
                 outputs[EXPLAINED_CLASS_OUTPUT], outputs[EXPLAINED_SCORE_OUTPUT], outputs[HEATMAP_OUTPUT], strict=True)]

@@ -84,6 +84,27 @@ class Settings:
                                    "/grpc.health.v1.Health/*,/ui,/ui/*,!/ui/api/*",
                                    "paths and gRPC methods open without the token: exact, 'prefix*', "
                                    "'!exception*' (default: health, metrics and the console's static files)")
+    # Request records (docs/observability.md): one hook in the data plane feeds the request log, CloudEvents and
+    # image capture, each through a bounded queue drained in the background; all off by default.
+    log_requests: str = setting("", "write one JSON line per sampled request to this file ('-': stdout); off when "
+                                "empty")
+    log_requests_url: str = setting("", "send each sampled request as CloudEvents (KServe's payload-logger format) "
+                                    "to this http(s) URL")
+    log_requests_sample: float = setting(1.0, "fraction of requests the request log and CloudEvents record (0..1)",
+                                         minimum=0)
+    log_requests_max_mb: float = setting(100.0, "rotate the request log file before it passes this size (one "
+                                         "rotated file kept: at most twice this on disk)")
+    log_requests_images: str = setting("hash", "images (and other bytes) in request records: their sha256, or the "
+                                       "bytes in base64", choices=("hash", "bytes"))
+    capture_dir: Path | None = setting(None, "capture images the model is unsure of into this folder (pending/, "
+                                       "labelled/, reviewed/); off when unset")
+    capture_below: float = setting(0.5, "capture an image whose top-1 score is below this, or that the version "
+                                   "calls unconfident")
+    capture_sample: float = setting(0.0, "capture this fraction (0..1) of the other images too", minimum=0)
+    capture_max_mb: float = setting(1024.0, "bound of the capture folder's pending/: the oldest pending captures "
+                                    "are evicted beyond it (labelled images never are)")
+    record_queue: int = setting(1024, "records waiting per sink (request log, CloudEvents, capture); beyond, a "
+                                "record is dropped and counted", minimum=1)
 
     def __post_init__(self):
         problems = [problem for f in fields(self) if (problem := field_problem(f, getattr(self, f.name)))]
@@ -103,6 +124,14 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 problems.append(f"{name} {path} is not a readable file")
+        for name in ("log_requests_sample", "capture_sample"):
+            if getattr(self, name) > 1:
+                problems.append(f"{name} must be a fraction between 0 and 1")
+        for name in ("log_requests_max_mb", "capture_max_mb"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be > 0")
+        if self.log_requests_url and not self.log_requests_url.startswith(("http://", "https://")):
+            problems.append("log_requests_url must be an http:// or https:// URL")
         if problems:
             raise SettingsError("; ".join(problems))
         for name in self.batching_overrides():

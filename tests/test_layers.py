@@ -34,6 +34,13 @@ FORBIDDEN = {
                       "service.serving", "service.dataplane", "service.settings", "grpc", "starlette"),
     "service.repository": ("service.transport", "service.serving", "service.runtime", "service.batching",
                            "service.dataplane"),
+    # capture and request records: fed by the data plane, written in the background; they know no wire, no model
+    "service.capture": ("service.transport", "service.repository", "service.runtime", "service.batching",
+                        "service.serving", "service.dataplane", "service.app", "service.settings", "tensorflow",
+                        "grpc", "starlette"),
+    "service.records": ("service.transport", "service.repository", "service.runtime", "service.batching",
+                        "service.serving", "service.dataplane", "service.app", "service.settings", "tensorflow",
+                        "grpc", "starlette"),
     "service": ("training",),
     "training": ("service",),
     "tlserve.contract": ("service", "training"),

@@ -136,6 +136,8 @@ def _serve(args: argparse.Namespace) -> int:
     # paths (the worker may not share our working directory).
     absolute = {f.name: getattr(settings, f.name).resolve() for f in dataclasses.fields(settings)
                 if isinstance(getattr(settings, f.name), Path)}
+    if settings.log_requests not in ("", "-"):  # a file, or '-' for stdout: a str setting, so resolved here
+        absolute["log_requests"] = str(Path(settings.log_requests).resolve())
     env = {**os.environ, **settings.replace(**absolute).to_env()}
     command = [sys.executable, "-m", "bentoml", "serve", "service.bento_service:TlServe",
                "--host", settings.http_host, "--port", str(settings.http_port),

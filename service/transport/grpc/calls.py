@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from contextvars import ContextVar
 from functools import wraps
 
 import grpc
 
 from service.core.errors import INTERNAL, ServiceError
+from service.core.requests import RequestContext, begin_request, end_request
 
 log = logging.getLogger(__name__)
 # Status messages travel in trailing metadata, which clients cap (8 KiB by default): an error that echoes a huge
 # name from the request would reach the client as RESOURCE_EXHAUSTED instead of its own code.
 MAX_DETAILS = 500
 _labels: ContextVar[dict] = ContextVar("grpc_call_labels")
+REQUEST_ID_KEY = "x-request-id"  # HTTP's header name, as metadata keys are lower case
 
 
 def grpc_code(exc: BaseException) -> grpc.StatusCode:
@@ -48,12 +51,21 @@ def describe(*, model: str | None = None, version: int | str | None = None) -> N
             labels["version"] = str(version)
 
 
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id metadata (as HTTP's header, at most 128 characters), else a fresh one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:128]
+    return uuid.uuid4().hex
+
+
 def rpc(protocol: str, api: str):
     def decorate(method):
         @wraps(method)
         async def wrapper(self, request, context):
             labels = {"model": "", "version": ""}
             token = _labels.set(labels)
+            current = begin_request(RequestContext("grpc", request_id(context), protocol, api))
             started = time.monotonic()
             code = grpc.StatusCode.OK
             try:
@@ -72,6 +84,7 @@ def rpc(protocol: str, api: str):
                 code = grpc.StatusCode.INTERNAL
                 await context.abort(code, "internal error")
             finally:
+                end_request(current)
                 _labels.reset(token)
                 self.metrics.observe_request(labels["model"], labels["version"], protocol, api, code.name,
                                              time.monotonic() - started)

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from service.codec.json_body import load_json
 from service.core.errors import INTERNAL, InvalidInput, ServiceError, TooLarge, Unavailable
+from service.core.requests import RequestContext, begin_request, current_request, end_request
 from service.observability.metrics import Metrics
 
 access_log = logging.getLogger("tlserve.access")
@@ -49,6 +50,10 @@ def describe(request: Request, *, model: str = "", version: int | str | None = N
         state["protocol"] = protocol
     if api:
         state["api"] = api
+    context = current_request()  # what the data plane's records say of this request
+    if context is not None:
+        context.protocol = state.get("protocol", context.protocol)
+        context.api = state.get("api", context.api)
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -150,6 +155,7 @@ class RequestAccounting:
             self._record(scope, state, status["code"], request_id, time.monotonic() - started)
         else:
             self.active += 1
+            token = begin_request(RequestContext("http", request_id))
             try:
                 if await _run_unless_client_leaves(self.app, scope, receive, send_with_id):
                     status["code"] = CLIENT_CLOSED
@@ -157,6 +163,7 @@ class RequestAccounting:
                 status["code"] = 500  # answered by Starlette's outermost handler, after this middleware
                 raise
             finally:
+                end_request(token)
                 self.active -= 1
                 self._record(scope, state, status["code"], request_id, time.monotonic() - started)
 

@@ -22,6 +22,9 @@ class _Context:
     def time_remaining(self):
         return None
 
+    def invocation_metadata(self):
+        return ()
+
 
 class _Unreached:
     """A data plane that must not be called: the request fails while it is decoded."""
