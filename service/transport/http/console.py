@@ -5,7 +5,8 @@
 - ``GET /ui/api/models``: every model, its versions with state and failure reason, version labels,
   class names, batching settings and the files of each version's evaluation report;
 - ``GET /ui/api/stats``: live figures per model (``service.observability.stats``);
-- ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report.
+- ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report;
+- ``/ui/api/captures...``: the review of captured images (``console_review``).
 
 Predictions go through the public ``POST /classify``. Console calls are not counted in the request
 metrics (they would drown the traffic they show).
@@ -25,6 +26,7 @@ from service.core.dataplane import DataPlane, ModelInfo, VersionStatus
 from service.core.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.stats import StatsWindow
+from service.transport.http import console_review
 from service.transport.http.common import json_response
 from tlserve.contract import REPORT_DIR
 
@@ -76,7 +78,8 @@ def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> 
             "batching": served.batching if served else None}
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
+def build_router(dataplane: DataPlane, metrics: Metrics, capture_dir: Path | None = None) -> APIRouter:
+    """The console's routes; ``capture_dir``: the capture folder under review (None: capture is off)."""
     router = APIRouter(tags=["console"])
     stats = StatsWindow(metrics)
 
@@ -127,4 +130,5 @@ def build_router(dataplane: DataPlane, metrics: Metrics) -> APIRouter:
         headers = {"Content-Security-Policy": REPORT_HTML_CSP} if path.suffix.lower() == ".html" else None
         return FileResponse(path, media_type=REPORT_TYPES[path.suffix.lower()], headers=headers)
 
+    console_review.add_routes(router, capture_dir)
     return router
