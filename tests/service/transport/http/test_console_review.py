@@ -241,3 +241,18 @@ def test_tlserve_train_reads_the_class_folders_the_review_wrote(review_server, a
     assert labels == ["blue", "red"]
     report = json.loads((version / "assets.extra" / "report" / "report.json").read_text())
     assert report["n"] > 0 and sum(c["support"] for c in report["per_class"]) == report["n"]  # tested on them
+
+
+@pytest.mark.parametrize("sidecar", [b"{not json", b"[1, 2]"])
+def test_a_corrupt_sidecar_cannot_be_labelled_but_can_be_discarded(review_server, api, sidecar):
+    folder = review_server.folder
+    capture_id = write_capture(folder, "corrupt", 0.3, colour_image("red", 8))
+    (folder.pending / f"{capture_id}.json").write_bytes(sidecar)
+    labelled = api.post(f"/captures/{capture_id}", json={"label": "red"})
+    assert labelled.status_code == 400 and "discard it" in labelled.json()["error"]
+    assert (folder.pending / f"{capture_id}.json").read_bytes() == sidecar  # still pending, as it was
+    assert api.get(f"/captures/{capture_id}/image").status_code == 404  # nothing trustworthy to show
+    assert capture_id not in {c["id"] for c in listing(api, model="corrupt")["captures"]}
+    discarded = api.post(f"/captures/{capture_id}", json={"discard": True})
+    assert discarded.status_code == 200, discarded.text
+    assert not list(folder.pending.glob(f"{capture_id}*"))
