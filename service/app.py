@@ -37,7 +37,7 @@ from service.repository.manager import ModelRepository
 from service.runtime import devices
 from service.serving.loader import VersionLoader
 from service.serving.version import BatchingSettings
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, explain, tfserving, v2
 from service.transport.http.auth import BearerAuth
@@ -76,7 +76,10 @@ class Runtime:
             self.device = devices.configure(devices.DeviceSettings(
                 s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
             if self.recorder:
-                self.recorder.start()
+                try:
+                    self.recorder.start()
+                except OSError as exc:  # a log file or capture folder that cannot be written: say which, stop
+                    raise SettingsError(f"request records: {exc}") from exc
             await self.repository.start()
             if s.grpc_port >= 0:
                 self.grpc = await start_grpc_server(self.dataplane, s, metrics=self.metrics,
@@ -137,7 +140,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=metrics.model_event)
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
-                                    ready_when=settings.ready_when, recorder=recorder)
+                                    ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder)
     runtime = Runtime(settings, metrics, repository, dataplane, auth=auth or AuthPolicy.from_settings(settings),
                       recorder=recorder)
     return runtime
@@ -147,17 +150,19 @@ def build_recorder(settings: Settings, metrics: RecordMetrics) -> Recorder | Non
     """The sinks the settings ask for, behind one recorder; None when none is (recording then costs nothing)."""
     s, mb = settings, 2**20
     with_bytes = s.log_requests_images == "bytes"
+    items, queued = s.record_queue, int(s.record_queue_mb * mb)
     sinks: list[Sink] = []
     if s.log_requests:
         sinks.append(RequestLog(s.log_requests, sample=s.log_requests_sample, max_bytes=int(s.log_requests_max_mb * mb),
-                                with_image_bytes=with_bytes, queue_items=s.record_queue, metrics=metrics))
+                                with_image_bytes=with_bytes, queue_items=items, queue_bytes=queued, metrics=metrics))
     if s.log_requests_url:
         sinks.append(CloudEventsSink(s.log_requests_url, source=f"urn:tlserve:{socket.gethostname()}",
-                                     sample=s.log_requests_sample, with_image_bytes=with_bytes,
-                                     queue_items=s.record_queue, metrics=metrics))
+                                     sample=s.log_requests_sample, with_image_bytes=with_bytes, queue_items=items,
+                                     queue_bytes=queued, metrics=metrics))
     if s.capture_dir is not None:
         sinks.append(CaptureSink(s.capture_dir, below=s.capture_below, sample=s.capture_sample,
-                                 max_bytes=int(s.capture_max_mb * mb), queue_items=s.record_queue, metrics=metrics))
+                                 max_bytes=int(s.capture_max_mb * mb), queue_items=items, queue_bytes=queued,
+                                 metrics=metrics))
     return Recorder(sinks) if sinks else None
 
 

@@ -8,25 +8,30 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import numpy as np
 
+from service.codec import triton
 from service.core.dataplane import (
     AVAILABLE,
     DEFAULT_TOP_K,
     MAX_EXPLAIN_IMAGES_PER_REQUEST,
     Classification,
     Explanation,
+    ModelConfiguration,
     ModelInfo,
+    ResolvedVersion,
     ServedInfo,
     Target,
     VersionMetadata,
+    VersionStatistics,
     VersionStatus,
 )
 from service.core.errors import InvalidInput, NotFound, NotImplementedYet, ServiceError
+from service.observability.inference_stats import InferenceStats
 from service.records.predictions import confidences, top_predictions
 from service.records.recorder import Recorder
 from service.repository.config import ConfigError, specs_from_proto
@@ -57,10 +62,11 @@ def ensure_model_name(name: str) -> str:
 
 class RepositoryDataPlane:
     def __init__(self, repository: ModelRepository, *, request_timeout_s: float = 30.0, ready_when: str = "all",
-                 recorder: Recorder | None = None):
+                 stats: InferenceStats | None = None, recorder: Recorder | None = None):
         """``recorder`` receives a record of every answered predict, classify and explain (request log, capture);
         None when none is configured, so that recording costs nothing then."""
         self.repository = repository
+        self.stats = stats if stats is not None else InferenceStats()
         self.recorder = recorder
         self.request_timeout_s = request_timeout_s
         self.require_all = ready_when == "all"
@@ -134,6 +140,35 @@ class RepositoryDataPlane:
         version = self._version(target)
         return VersionMetadata(version.number, version.signatures, version.model.signature_defs)
 
+    def model_config(self, target: Target) -> ModelConfiguration:
+        version = self._version(target)
+        signatures = version.signatures
+        signature = signatures.get(DEFAULT_SIGNATURE) or next(iter(signatures.values()))
+        batched = signature.batchable
+        available = [s.number for s in self.repository.statuses(target.model) if s.state == AVAILABLE]
+        policy = self.repository.spec(target.model).policy
+        return ModelConfiguration(
+            name=target.model, version=version.number, versions=available, signature=signature,
+            max_batch_size=version.batching.max_batch_size if batched else 0,
+            batching=version.batching.as_dict() if batched else None, has_labels=version.class_names is not None,
+            policy=policy.kind, policy_count=policy.count, policy_versions=tuple(policy.versions))
+
+    def statistics(self, model: str | None = None, version: int | None = None) -> list[VersionStatistics]:
+        if model is None:
+            if version is not None:
+                raise InvalidInput("a version of statistics needs a model name")
+            names = self.repository.model_names()
+        else:
+            names = [ensure_model_name(model)]
+        stats: list[VersionStatistics] = []
+        for name in names:
+            statuses = self.status(name, version)
+            available = [s for s in statuses if s.state == AVAILABLE]
+            if version is not None and not available:
+                raise NotFound.servable(name, version)
+            stats.extend(self.stats.snapshot(name, s.number) for s in sorted(available, key=lambda s: s.number))
+        return stats
+
     async def load_model(self, name: str) -> bool:
         await self.repository.load(ensure_model_name(name))
         return self.repository.ready_model(name)
@@ -160,15 +195,49 @@ class RepositoryDataPlane:
         finally:
             version.release()
 
+    @contextmanager
+    def _held(self, target: Target, resolved: ResolvedVersion | None) -> Iterator[ServedVersion]:
+        """The version ``resolved`` already holds, or the target's, resolved and held now."""
+        if resolved is None:
+            with self.resolve(target) as version:
+                yield version
+        elif isinstance(resolved, ServedVersion):
+            yield resolved
+        else:
+            raise TypeError(f"not a version this data plane resolved: {resolved!r}")
+
+    @asynccontextmanager
+    async def _counted(self, model: str, version: ServedVersion, rows: int) -> AsyncIterator[None]:
+        """Times the request the ``async with`` block serves and counts it in the version's statistics."""
+        started = time.perf_counter_ns()
+        try:
+            yield
+        except BaseException:
+            self.stats.record_request(model, version.number, ok=False, ns=time.perf_counter_ns() - started, rows=rows)
+            raise
+        self.stats.record_request(model, version.number, ok=True, ns=time.perf_counter_ns() - started, rows=rows)
+
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
-                      deadline: float | None = None, output_filter: list[str] | None = None
+                      deadline: float | None = None, output_filter: list[str] | None = None,
+                      class_counts: dict[str, int] | None = None, resolved: ResolvedVersion | None = None
                       ) -> tuple[int, dict[str, np.ndarray]]:
-        with self.resolve(target) as version:
-            outputs = await version.predict(signature or DEFAULT_SIGNATURE, inputs, deadline=deadline,
-                                            output_filter=output_filter)
+        signature = signature or DEFAULT_SIGNATURE
+        first = next(iter(inputs.values()), None)
+        rows = int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+        with self._held(target, resolved) as version:
+            async with self._counted(target.model, version, rows):
+                if class_counts and output_filter:
+                    unknown = sorted(set(class_counts) - set(output_filter))
+                    if unknown:
+                        raise InvalidInput(f"classification asked for outputs not requested: {unknown}")
+                outputs = await version.predict(signature, inputs, deadline=deadline, output_filter=output_filter)
+                for name, count in (class_counts or {}).items():
+                    if name not in outputs:
+                        raise InvalidInput(f"unknown output '{name}'; signature '{signature}' has {sorted(outputs)}")
+                    outputs[name] = triton.classify_output(name, outputs[name], count, version.class_names,
+                                                           version.signature(signature).batchable)
         if self.recorder:
-            self.recorder.observe(target.model, version, signature=signature or DEFAULT_SIGNATURE, inputs=inputs,
-                                  outputs=outputs)
+            self.recorder.observe(target.model, version, signature=signature, inputs=inputs, outputs=outputs)
         return version.number, outputs
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,
@@ -183,10 +252,11 @@ class RepositoryDataPlane:
         with self.resolve(target) as version:
             if not version.images or not version.class_names:
                 raise NotFound(f"model '{target.model}' is not an image classifier exported by tlserve")
-            if pixels is not None:
-                outputs = await version.classify_pixels(pixels, deadline=deadline)
-            else:
-                outputs = await version.classify_images(images or [], deadline=deadline)
+            async with self._counted(target.model, version, len(pixels) if pixels is not None else len(images or [])):
+                if pixels is not None:
+                    outputs = await version.classify_pixels(pixels, deadline=deadline)
+                else:
+                    outputs = await version.classify_images(images or [], deadline=deadline)
             names = version.class_names
             threshold = version.unknown_threshold if unknown_threshold is None else unknown_threshold
         predictions = top_predictions(outputs[SCORES_OUTPUT], names, top_k)
@@ -217,9 +287,10 @@ class RepositoryDataPlane:
                 if not EXPLAIN_TOP_CLASS <= c < len(names):
                     raise InvalidInput(f"class_index of image {i} must be -1 (its top class) or 0..{len(names) - 1}, "
                                        f"got {c!r}")
-            outputs = await version.predict(EXPLAIN_SIGNATURE, {
-                IMAGES_INPUT: np.array(images, dtype=object),
-                CLASS_INDEX_INPUT: np.array(indices, dtype=np.int32)}, deadline=deadline)
+            async with self._counted(target.model, version, len(images)):
+                outputs = await version.predict(EXPLAIN_SIGNATURE, {
+                    IMAGES_INPUT: np.array(images, dtype=object),
+                    CLASS_INDEX_INPUT: np.array(indices, dtype=np.int32)}, deadline=deadline)
         if self.recorder:  # the explained class and score, not the heatmaps
             self.recorder.observe(target.model, version, signature=EXPLAIN_SIGNATURE, images=images, outputs={
                 k: outputs[k] for k in (EXPLAINED_CLASS_OUTPUT, EXPLAINED_SCORE_OUTPUT)})

@@ -105,6 +105,8 @@ class Settings:
                                     "are evicted beyond it (labelled images never are)")
     record_queue: int = setting(1024, "records waiting per sink (request log, CloudEvents, capture); beyond, a "
                                 "record is dropped and counted", minimum=1)
+    record_queue_mb: float = setting(256.0, "request bytes (images, tensors) the records waiting per sink may hold; "
+                                     "beyond, a record is dropped and counted")
 
     def __post_init__(self):
         problems = [problem for f in fields(self) if (problem := field_problem(f, getattr(self, f.name)))]
@@ -127,7 +129,7 @@ class Settings:
         for name in ("log_requests_sample", "capture_sample"):
             if getattr(self, name) > 1:
                 problems.append(f"{name} must be a fraction between 0 and 1")
-        for name in ("log_requests_max_mb", "capture_max_mb"):
+        for name in ("log_requests_max_mb", "capture_max_mb", "record_queue_mb"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0")
         if self.log_requests_url and not self.log_requests_url.startswith(("http://", "https://")):

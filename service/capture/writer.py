@@ -33,12 +33,13 @@ class CaptureSink:
     name = "capture"
 
     def __init__(self, root, *, below: float, sample: float, max_bytes: int, queue_items: int,
-                 metrics: RecordMetrics, rng: random.Random | None = None):
+                 metrics: RecordMetrics, queue_bytes: int | None = None, rng: random.Random | None = None):
         self.folder = CaptureDir(root)
         self.below, self.sample, self.max_bytes = below, sample, max_bytes
         self.metrics = metrics
         self.rng = rng or random.Random()
-        self.writer = BackgroundWriter("capture", self._write, max_items=queue_items,
+        self.writer = BackgroundWriter("capture", self._write, max_items=queue_items, max_bytes=queue_bytes,
+                                       size=lambda item: len(item.record.images[item.index]),
                                        on_drop=lambda reason: metrics.capture_dropped.labels(reason).inc())
         self._pending_bytes = 0  # an upper bound of DIR/pending/ (reviews only shrink it); recounted when over
 

@@ -43,6 +43,12 @@ class DType:
     v2_contents: str | None  # the V2 gRPC InferTensorContents field; None: only raw contents carry it
 
     @property
+    def model_config_type(self) -> str:
+        """The type's name in a Triton model configuration (its DataType enum): ``TYPE_`` and the V2 name, but
+        ``TYPE_STRING`` for BYTES."""
+        return "TYPE_STRING" if self.name == "BYTES" else f"TYPE_{self.name}"
+
+    @property
     def is_integer(self) -> bool:
         return self.name in _INTEGER_NAMES
 

@@ -105,6 +105,65 @@ class ModelInfo:
     served: dict[int, ServedInfo]  # by version number, for the available versions
 
 
+@dataclass(frozen=True)
+class ModelConfiguration:
+    """A version's configuration as Triton's model configuration extension reports it, generated from the
+    SavedModel: the signature the V2 APIs serve, the batch size requests may reach (0 when the signature takes no
+    free batch dimension), the batcher's settings in force when it batches, and whether it has labels."""
+
+    name: str
+    version: int
+    versions: list[int]  # the available versions, newest first
+    signature: SignatureInfo
+    max_batch_size: int
+    batching: dict[str, Any] | None  # BatchingSettings.as_dict() when max_batch_size > 0
+    has_labels: bool
+    # The model's version policy (TF Serving's, which Triton's mirrors): "latest" (the ``policy_count`` newest),
+    # "all", or "specific" (``policy_versions``).
+    policy: str = "latest"
+    policy_count: int = 1
+    policy_versions: tuple[int, ...] = ()
+
+
+@dataclass
+class Duration:
+    """A count and a total time in nanoseconds (Triton's StatisticDuration)."""
+
+    count: int = 0
+    ns: int = 0
+
+
+@dataclass(frozen=True)
+class BatchStatistics:
+    """The executions of one batch size: how many, and their total run time (``compute_infer``)."""
+
+    batch_size: int
+    compute_infer: Duration
+
+
+@dataclass(frozen=True)
+class VersionStatistics:
+    """Cumulative inference statistics of one model version since it was loaded (Triton's statistics extension).
+
+    ``success``/``fail``: requests and their time in the data plane; ``inference_count``: rows (batch elements) of
+    the successful requests; ``execution_count``: batches run. ``queue`` and ``compute_infer``: per row that went
+    through a batcher, its wait and its batch's run time (the batch runs as one step, so ``compute_input`` and
+    ``compute_output`` count the same rows with no time of their own)."""
+
+    name: str
+    version: int
+    last_inference_ms: int  # ms since the epoch of the last request, 0 if none
+    inference_count: int
+    execution_count: int
+    success: Duration
+    fail: Duration
+    queue: Duration
+    compute_input: Duration
+    compute_infer: Duration
+    compute_output: Duration
+    batches: list[BatchStatistics]
+
+
 class ResolvedVersion(Protocol):
     """One version, resolved once for a request and held until the request ends."""
 
@@ -152,6 +211,15 @@ class DataPlane(Protocol):
 
     def metadata(self, target: Target) -> VersionMetadata: ...
 
+    def model_config(self, target: Target) -> ModelConfiguration:
+        """The target version's configuration (Triton's model configuration extension)."""
+        ...
+
+    def statistics(self, model: str | None = None, version: int | None = None) -> list[VersionStatistics]:
+        """Inference statistics of every available version of every model, of one model, or of one version
+        (NotFound for an unknown model or a version not available)."""
+        ...
+
     async def load_model(self, name: str) -> bool:
         """Bring a model back (or pick up new versions now); whether it is ready afterwards."""
         ...
@@ -168,9 +236,15 @@ class DataPlane(Protocol):
         ...
 
     async def predict(self, target: Target, signature: str, inputs: dict[str, np.ndarray], *,
-                      deadline: float | None = None, output_filter: list[str] | None = None
+                      deadline: float | None = None, output_filter: list[str] | None = None,
+                      class_counts: dict[str, int] | None = None, resolved: ResolvedVersion | None = None
                       ) -> tuple[int, dict[str, np.ndarray]]:
-        """Named tensors through a signature of the target's version; (version number, named outputs)."""
+        """Named tensors through a signature of the target's version; (version number, named outputs).
+
+        ``class_counts`` (Triton's classification extension): each output named there is answered as its top
+        ``count`` classes per row instead, BYTES strings ``"score:index:label"`` (``"score:index"`` without labels).
+        ``resolved``: the version a caller already holds from ``resolve`` (it parsed the request against that
+        version's signatures), run as it is, so that a request resolves its version once."""
         ...
 
     async def classify(self, target: Target, top_k: int = DEFAULT_TOP_K, *, images: list[bytes] | None = None,

@@ -13,6 +13,7 @@ from prometheus_client.core import Metric
 
 from service.batching.batcher import BatchStats
 from service.core.errors import ERROR_TABLE
+from service.observability.inference_stats import InferenceStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -48,6 +49,8 @@ class PlainCounter:
 class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY):
         self.registry = registry
+        # Triton's per-version statistics: exact counts the histograms below cannot give (inference_stats.py).
+        self.inference = InferenceStats()
         request_labels = ("model", "version", "protocol", "api", "code")
         self.requests = Counter("tlserve_requests", "Requests answered", request_labels, registry=registry)
         self.request_latency = Histogram("tlserve_request_latency_seconds", "Request latency, receipt to answer",
@@ -91,11 +94,14 @@ class Metrics:
         for wait in stats.queue_waits_s:
             self.queue_wait.labels(*labels).observe(wait)
         self.queue_depth.labels(*labels).set(queue_depth)
+        self.inference.record_batch(model, version, stats)
 
     def model_event(self, kind: str, model: str, version: int, state: str, seconds: float) -> None:
         """Called by the repository on every load, failure and unload."""
         for s in MODEL_STATES:
             self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+        if kind == "loaded":  # a version (re)loaded starts its statistics from zero, as Triton's do
+            self.inference.forget(model, version)
         if kind in ("loaded", "load_failed"):
             self.model_load.labels(model).observe(seconds)
             self.model_loads.labels(model, str(version), "ok" if kind == "loaded" else "failed").inc()

@@ -19,11 +19,15 @@ T = TypeVar("T")
 
 class BackgroundWriter(Generic[T]):
     def __init__(self, name: str, write: Callable[[T], None], *, max_items: int,
-                 on_drop: Callable[[str], None] = lambda reason: None):
+                 on_drop: Callable[[str], None] = lambda reason: None, max_bytes: int | None = None,
+                 size: Callable[[T], int] = lambda item: 0):
         """``write(item)`` runs in the writer thread, one item at a time; an exception it raises is logged and the
-        item counted as dropped (reason "error"), the writer carries on."""
+        item counted as dropped (reason "error"), the writer carries on. The queue holds at most ``max_items``
+        items and, when given, ``max_bytes`` of their ``size`` (queued records keep request bytes alive)."""
         self.name, self.write, self.max_items, self.on_drop = name, write, max_items, on_drop
-        self._items: deque[T] = deque()
+        self.max_bytes, self.size = max_bytes, size
+        self._queued_bytes = 0
+        self._items: deque[tuple[T, int]] = deque()
         self._ready = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -39,11 +43,14 @@ class BackgroundWriter(Generic[T]):
 
     def offer(self, item: T) -> bool:
         """Queue ``item`` for the writer; False (and counted) when the queue is full or the writer closed."""
+        size = self.size(item) if self.max_bytes is not None else 0
         with self._ready:
-            if self._closing or len(self._items) >= self.max_items:
+            if self._closing or len(self._items) >= self.max_items or \
+                    (self.max_bytes is not None and self._queued_bytes + size > self.max_bytes):
                 accepted = False
             else:
-                self._items.append(item)
+                self._items.append((item, size))
+                self._queued_bytes += size
                 self._ready.notify_all()  # the writer, and a flush waiting on the same condition
                 accepted = True
         if not accepted:
@@ -73,6 +80,7 @@ class BackgroundWriter(Generic[T]):
             self._closing = True
             left = len(self._items)
             self._items.clear()
+            self._queued_bytes = 0
             self._ready.notify_all()
         for _ in range(left):
             self.on_drop("closed")
@@ -90,7 +98,8 @@ class BackgroundWriter(Generic[T]):
             with self._ready:
                 if not self._items:
                     continue
-                item = self._items.popleft()
+                item, size = self._items.popleft()
+                self._queued_bytes -= size
                 self._busy = True
             try:
                 self.write(item)

@@ -40,12 +40,13 @@ class CloudEventsSink:
     name = "cloudevents"
 
     def __init__(self, url: str, *, source: str, sample: float, with_image_bytes: bool, queue_items: int,
-                 metrics: RecordMetrics, rng: random.Random | None = None):
+                 metrics: RecordMetrics, queue_bytes: int | None = None, rng: random.Random | None = None):
         self.url, self.source, self.sample, self.with_image_bytes = url, source, sample, with_image_bytes
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.client: httpx.Client | None = None
         self.writer = BackgroundWriter("request-log-cloudevents", self._send, max_items=queue_items,
+                                       max_bytes=queue_bytes, size=lambda record: record.payload_bytes,
                                        on_drop=lambda reason: metrics.request_log_dropped.labels(self.name,
                                                                                                   reason).inc())
 

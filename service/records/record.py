@@ -32,5 +32,15 @@ class RequestRecord:
     confident: list[bool] | None  # per image; None when the version has no unknown score
 
     @property
+    def payload_bytes(self) -> int:
+        """The request and answer bytes this record keeps alive while it waits in a queue."""
+        total = sum(len(image) for image in self.images)
+        for tensors in (self.inputs, self.outputs):
+            for value in (tensors or {}).values():
+                total += sum(len(v) for v in value.reshape(-1) if isinstance(v, bytes)) if value.dtype == object \
+                    else value.nbytes
+        return total
+
+    @property
     def top_scores(self) -> list[float]:
         return [p[0].score if p else 0.0 for p in self.predictions or []]

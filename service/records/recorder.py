@@ -85,7 +85,7 @@ class Recorder:
             confident = classification.confident if version.unknown_threshold is not None else None
         elif outputs is not None and version.class_names and SCORES_OUTPUT in outputs:
             scores = np.asarray(outputs[SCORES_OUTPUT])
-            if scores.ndim == 2 and scores.shape[1] == len(version.class_names):
+            if scores.dtype.kind == "f" and scores.ndim == 2 and scores.shape[1] == len(version.class_names):
                 predictions = top_predictions(scores, version.class_names, self.top_k)
                 confident = confidences(outputs.get(UNKNOWN_SCORE_OUTPUT), version.unknown_threshold, len(scores))
         context = current_request()

@@ -58,13 +58,14 @@ class RequestLog:
     """A sink: samples records at ``sample`` (0..1) and writes each as one JSON line."""
 
     def __init__(self, target: str, *, sample: float, max_bytes: int, with_image_bytes: bool, queue_items: int,
-                 metrics: RecordMetrics, rng: random.Random | None = None):
+                 metrics: RecordMetrics, queue_bytes: int | None = None, rng: random.Random | None = None):
         self.name = "file" if target != STDOUT else "stdout"
         self.target, self.sample, self.max_bytes, self.with_image_bytes = target, sample, max_bytes, with_image_bytes
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.lines: RotatingLines | StdoutLines | None = None
         self.writer = BackgroundWriter(f"request-log-{self.name}", self._write, max_items=queue_items,
+                                       max_bytes=queue_bytes, size=lambda record: record.payload_bytes,
                                        on_drop=lambda reason: metrics.request_log_dropped.labels(self.name,
                                                                                                   reason).inc())
 

@@ -163,7 +163,12 @@ def v2_requests(draw) -> v2_pb.ModelInferRequest:
     if draw(st.booleans()):
         request.parameters["signature_name"].string_param = draw(SIGNATURES)
     for name in draw(st.lists(st.sampled_from(["scores", "classes", "y"]) | st.text(max_size=3), max_size=2)):
-        request.outputs.add(name=name)
+        output = request.outputs.add(name=name)
+        kind = draw(st.sampled_from([None, "int64_param", "uint64_param", "string_param", "double_param"]))
+        if kind is not None:  # Triton's classification parameter, of any member and value
+            value = {"int64_param": st.integers(-2**63, 2**63 - 1), "uint64_param": st.integers(0, 2**64 - 1),
+                     "string_param": st.text(max_size=4), "double_param": st.floats()}[kind]
+            setattr(output.parameters["classification"], kind, draw(value))
     return request
 
 
@@ -172,6 +177,15 @@ def v2_requests(draw) -> v2_pb.ModelInferRequest:
 def test_v2_infer_requests(channel, request):
     stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
     assert_grpc_coped(lambda: stub.ModelInfer(request, timeout=TIMEOUT))
+
+
+@fuzz_settings
+@given(model=NAMES, version=st.text(max_size=24))
+def test_v2_config_and_statistics_requests(channel, model, version):
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    assert_grpc_coped(lambda: stub.ModelConfig(v2_pb.ModelConfigRequest(name=model, version=version), timeout=TIMEOUT))
+    assert_grpc_coped(lambda: stub.ModelStatistics(v2_pb.ModelStatisticsRequest(name=model, version=version),
+                                                   timeout=TIMEOUT))
 
 
 @fuzz_settings

@@ -133,7 +133,8 @@ def _segment(text: str) -> str:
 @given(name=NAMES, version=st.text(max_size=12) | st.sampled_from(["1", "00000123", "99999999999999999999999"]),
        route=st.sampled_from(["/v1/models/{m}", "/v1/models/{m}/versions/{v}", "/v1/models/{m}/labels/{v}",
                               "/v1/models/{m}/metadata", "/v2/models/{m}", "/v2/models/{m}/versions/{v}/ready",
-                              "/v1/models/{m}/versions/{v}:predict", "/v2/repository/models/{m}/load"]))
+                              "/v1/models/{m}/versions/{v}:predict", "/v2/repository/models/{m}/load",
+                              "/v2/models/{m}/versions/{v}/config", "/v2/models/{m}/versions/{v}/stats"]))
 def test_model_names_and_versions_in_urls(client, name, version, route):
     path = route.format(m=_segment(name), v=_segment(version))
     method = "POST" if route.endswith((":predict", "/load")) else "GET"

@@ -177,6 +177,16 @@ def predict_tfserving_rest(server, client, images, request_id):
     assert answer.status_code == 200, answer.text
 
 
+def infer_v2_rest(server, client, images, request_id):
+    raw = encode_bytes_elements(images)  # KServe's binary tensor extension: a JSON header, then the raw bytes
+    header = json.dumps({"inputs": [{"name": "images", "datatype": "BYTES", "shape": [len(images)],
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    answer = client.post("/v2/models/shapes/infer", content=header + raw, headers={
+        "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream",
+        "x-request-id": request_id})
+    assert answer.status_code == 200, answer.text
+
+
 def predict_tfserving_grpc(server, client, images, request_id, channel):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "shapes"
@@ -199,7 +209,7 @@ def classify_grpc(server, client, images, request_id, channel):
 
 
 @pytest.mark.parametrize(("send", "transport", "api"), [
-    (classify_http, "http", "classify"), (predict_tfserving_rest, "http", "predict"),
+    (classify_http, "http", "classify"), (predict_tfserving_rest, "http", "predict"), (infer_v2_rest, "http", "infer"),
     (predict_tfserving_grpc, "grpc", "predict"), (infer_v2_grpc, "grpc", "infer"), (classify_grpc, "grpc", "classify")])
 def test_unsure_images_are_captured_from_every_image_api(server, client, channel, images, to_capture, send, transport,
                                                          api):

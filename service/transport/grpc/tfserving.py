@@ -78,8 +78,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         # One resolution for the signature check and the run, so that both see the same version.
         with self.dataplane.resolve(target) as served:
             key = examples_input(served.signatures, signature)
-            _, outputs = await self.dataplane.predict(Target(target.model, served.number), signature,
-                                                      {key: examples}, deadline=deadline)
+            _, outputs = await self.dataplane.predict(target, signature, {key: examples}, deadline=deadline,
+                                                      resolved=served)
         describe(version=served.number)
         return target, served.number, signature, outputs
 

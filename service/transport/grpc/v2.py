@@ -1,7 +1,12 @@
-"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``."""
+"""KServe V2 / Open Inference Protocol over gRPC: ``inference.GRPCInferenceService``, with Triton's model
+configuration, statistics and classification extensions (``codec/triton.py``). The RPCs of the proto this servicer
+does not override answer UNIMPLEMENTED (the generated base class)."""
 
 from __future__ import annotations
 
+from google.protobuf import json_format
+
+from service.codec import triton
 from service.codec.v2 import decode_input, fill_infer_outputs
 from service.codec.version import parse_version
 from service.core.dataplane import AVAILABLE, DataPlane, Target
@@ -34,7 +39,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc(PROTOCOL, "server_metadata")
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="tlserve", version=self._version,
-                                         extensions=["model_repository"])
+                                         extensions=list(triton.GRPC_EXTENSIONS))
 
     @rpc(PROTOCOL, "model_metadata")
     async def ModelMetadata(self, request, context):
@@ -65,10 +70,33 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             signature = request.parameters["signature_name"].string_param
         target = Target(request.model_name, parse_version(request.model_version))
         wanted = [o.name for o in request.outputs] or None
+        counts = triton.class_counts((o.name, _parameter_values(o.parameters)) for o in request.outputs)
         number, outputs = await self.dataplane.predict(target, signature, inputs, output_filter=wanted,
-                                                       deadline=self.dataplane.deadline(timeout_of(context)))
+                                                       deadline=self.dataplane.deadline(timeout_of(context)),
+                                                       class_counts=counts)
         describe(version=number)
         response = pb.ModelInferResponse(model_name=request.model_name, model_version=str(number),
                                          id=request.id)
         fill_infer_outputs(response, outputs, raw=bool(raw))
         return response
+
+    @rpc(PROTOCOL, "model_config")
+    async def ModelConfig(self, request, context):
+        describe(model=request.name)
+        config = self.dataplane.model_config(Target(request.name, parse_version(request.version)))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(triton.model_config_json(config), pb.ModelConfig()))
+
+    @rpc(PROTOCOL, "model_statistics")
+    async def ModelStatistics(self, request, context):
+        describe(model=request.name)
+        stats = self.dataplane.statistics(request.name or None, parse_version(request.version))
+        return json_format.ParseDict(triton.statistics_json(stats), pb.ModelStatisticsResponse())
+
+
+def _parameter_values(parameters) -> dict:
+    """A gRPC parameters map as plain values (the member of each InferParameter that is set)."""
+    values = {}
+    for key, parameter in parameters.items():
+        member = parameter.WhichOneof("parameter_choice")
+        values[key] = getattr(parameter, member) if member else None
+    return values

@@ -65,13 +65,12 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         describe(request, model=model, protocol=PROTOCOL, api="predict")
         body = await read_body(request, max_body_bytes)
         deadline = dataplane.deadline(request_timeout(request))
-        # Parsed against the version resolved here, and run on that same version (held meanwhile) through the data
-        # plane's predict, which records the request.
+        # One resolution for parsing against the signature and for the run, so that both see the same version.
         with dataplane.resolve(target) as served:
             parsed = await parse_off_loop(body, tfserving_json.parse_predict,
                                           lambda signature: served.signature(signature).inputs)
-            _, outputs = await dataplane.predict(Target(model, served.number), parsed.signature_name, parsed.inputs,
-                                                 deadline=deadline)
+            _, outputs = await dataplane.predict(target, parsed.signature_name, parsed.inputs, deadline=deadline,
+                                                 resolved=served)
         describe(request, version=served.number)
         return json_response(tfserving_json.format_predict(outputs, parsed.row_format))
 
@@ -84,8 +83,8 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         # One resolution for the signature check and the run, so that both see the same version.
         with dataplane.resolve(target) as served:
             key = tfserving_json.examples_input(served.signatures, signature)
-            _, outputs = await dataplane.predict(Target(model, served.number), signature, {key: serialized},
-                                                 deadline=deadline)
+            _, outputs = await dataplane.predict(target, signature, {key: serialized}, deadline=deadline,
+                                                 resolved=served)
         describe(request, version=served.number)
         if verb == "classify":
             if "classes" not in outputs and "scores" not in outputs:

@@ -1,11 +1,12 @@
-"""KServe V2 / Open Inference Protocol over REST, with Triton's binary tensor extension and the model
-repository extension (index, load, unload)."""
+"""KServe V2 / Open Inference Protocol over REST, with Triton's extensions: binary tensor data, model repository
+(index, load, unload), model configuration, statistics and classification (``codec/triton.py``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.codec import triton
 from service.codec import v2 as v2_codec
 from service.codec.version import parse_version
 from service.core.dataplane import AVAILABLE, DataPlane, Target
@@ -19,7 +20,6 @@ from service.transport.http.common import (
 
 PROTOCOL = "v2-rest"
 SERVER_NAME = "tlserve"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 _INFER_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
                                            "application/octet-stream": {}}, "required": True}}
@@ -36,7 +36,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
     @router.get("/v2", summary="Server metadata")
     async def server_metadata(request: Request):
         describe(request, protocol=PROTOCOL, api="server_metadata")
-        return {"name": SERVER_NAME, "version": server_version, "extensions": EXTENSIONS}
+        return {"name": SERVER_NAME, "version": server_version, "extensions": list(triton.HTTP_EXTENSIONS)}
 
     @router.get("/v2/health/live", summary="Server liveness")
     async def live(request: Request):
@@ -70,8 +70,10 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
         signature = str(parsed.parameters.get("signature_name", "serving_default"))
         inputs = {t.name: t.data for t in parsed.inputs}
         wanted = [o["name"] for o in parsed.outputs] or None
+        counts = triton.class_counts((o["name"], o.get("parameters") or {}) for o in parsed.outputs)
         number, outputs = await dataplane.predict(target, signature, inputs, output_filter=wanted,
-                                                  deadline=dataplane.deadline(request_timeout(request)))
+                                                  deadline=dataplane.deadline(request_timeout(request)),
+                                                  class_counts=counts)
         describe(request, version=number)
         payload, header_length = v2_codec.encode_infer_response(
             model, str(number), outputs, request_id=parsed.id,
@@ -81,8 +83,20 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
         return Response(payload, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(header_length)})
 
+    async def model_config(request: Request, model: str, version: str | None = None):
+        describe(request, model=model, protocol=PROTOCOL, api="model_config")
+        return triton.model_config_json(dataplane.model_config(Target(model, parse_version(version))))
+
+    async def statistics(request: Request, model: str | None = None, version: str | None = None):
+        describe(request, model=model or "", protocol=PROTOCOL, api="model_statistics")
+        return triton.statistics_json(dataplane.statistics(model, parse_version(version)))
+
+    # Before the model routes: /v2/models/stats is every model's statistics, not a model named "stats".
+    router.add_api_route("/v2/models/stats", statistics, methods=["GET"], summary="Every model's statistics")
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         router.add_api_route(prefix, model_metadata, methods=["GET"], summary="Model metadata")
+        router.add_api_route(prefix + "/config", model_config, methods=["GET"], summary="Model configuration")
+        router.add_api_route(prefix + "/stats", statistics, methods=["GET"], summary="Model (version) statistics")
         router.add_api_route(prefix + "/ready", model_ready, methods=["GET"], summary="Model readiness")
         router.add_api_route(prefix + "/infer", infer, methods=["POST"], openapi_extra=_INFER_BODY,
                              summary="Inference (JSON or binary tensor data)")

@@ -159,3 +159,26 @@ def test_capture_evicts_the_oldest_and_never_labelled_images(tmp_path, metrics, 
 def test_bad_record_settings_are_refused(change):
     with pytest.raises(SettingsError):
         Settings(**change)
+
+
+def test_the_queue_is_bounded_in_bytes_too():
+    """Queued records keep their request's images alive: a queue of few items can still not hold gigabytes."""
+    drops: list[str] = []
+    writer = BackgroundWriter("t", lambda item: None, max_items=100, max_bytes=1000, size=len, on_drop=drops.append)
+    writer.start()
+    writer.stall()
+    assert [writer.offer(b"x" * 400) for _ in range(3)] == [True, True, False]
+    assert writer.offer(b"x" * 200) and drops == ["queue_full"]
+    writer.close(5)
+
+
+def test_an_unwritable_capture_folder_stops_the_start_with_its_name(tmp_path):
+    import asyncio
+
+    from service.app import build_runtime
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the capture folder should be")
+    runtime = build_runtime(Settings(model_repo=tmp_path, capture_dir=blocker), CollectorRegistry())
+    with pytest.raises(SettingsError, match="not-a-folder"):
+        asyncio.run(runtime.start())

@@ -31,7 +31,11 @@ def test_service_descriptors():
     inference = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert inference.full_name == "inference.GRPCInferenceService"
     assert [m.name for m in inference.methods] == [
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"]
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+        # Triton's extensions
+        "ModelConfig", "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
+        "SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
+        "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister"]
     for method in inference.methods:  # all unary-unary, request/response names as in the specification
         assert not method.client_streaming and not method.server_streaming
         assert method.input_type.full_name == f"inference.{method.name}Request"
@@ -103,6 +107,50 @@ def test_v2_known_wire_bytes():
     assert request.inputs[0].name == "x" and request.inputs[0].datatype == "FP32"
     assert list(request.raw_input_contents) == [b"\x00\x01"]
     assert v2.InferTensorContents(bytes_contents=[b"ab"]).SerializeToString() == b"\x42\x02ab"  # 8 << 3 | 2
+
+
+TRITON_PYTHON = REPO / ".venv-triton" / "bin" / "python"
+
+
+def _walk(descriptor, messages: dict, enums: dict) -> None:
+    messages[descriptor.full_name] = {
+        f.name: [f.number, f.type, f.is_repeated, f.message_type.full_name if f.message_type else
+                 (f.enum_type.full_name if f.enum_type else "")] for f in descriptor.fields}
+    for enum in descriptor.enum_types:
+        enums[enum.full_name] = {v.name: v.number for v in enum.values}
+    for nested in descriptor.nested_types:
+        _walk(nested, messages, enums)
+
+
+def test_v2_proto_is_a_subset_of_tritons_own():
+    """Every RPC, message, field (number, type, repeated or not, message type) and enum value of our ``inference``
+    package is the same in the descriptors tritonclient ships (its venv and process: its protobuf < 7 pin collides
+    with ours), so Triton's stubs and ours interoperate; Triton's fields we leave out are read by its clients as
+    unset."""
+    import json
+
+    if not TRITON_PYTHON.exists():
+        pytest.fail(f"{TRITON_PYTHON} missing: `make .venv-triton/.installed` installs Triton's client")
+    done = subprocess.run([str(TRITON_PYTHON), str(REPO / "tests" / "peers" / "triton_descriptors.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    triton = json.loads(done.stdout)
+    ours: dict = {}
+    our_enums: dict = {}
+    for descriptor in v2.DESCRIPTOR.message_types_by_name.values():
+        _walk(descriptor, ours, our_enums)
+    for enum in v2.DESCRIPTOR.enum_types_by_name.values():
+        our_enums[enum.full_name] = {v.name: v.number for v in enum.values}
+    assert "inference.ModelConfig" in ours and "inference.ModelStatistics" in ours  # the extensions are there
+    for name, fields in ours.items():
+        assert name in triton["messages"], name
+        for field, spec in fields.items():
+            assert triton["messages"][name].get(field) == spec, f"{name}.{field}"
+    for name, values in our_enums.items():
+        assert triton["enums"].get(name, {}) | values == triton["enums"].get(name), name
+    service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method in service.methods:
+        assert triton["methods"][method.name] == [method.input_type.full_name, method.output_type.full_name]
 
 
 def test_classifier_field_numbers():
