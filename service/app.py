@@ -207,7 +207,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     app.include_router(v2_shared_memory.build_router(dataplane))
     app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
-    app.include_router(console.build_router(dataplane, runtime.metrics, runtime.predictions))
+    app.include_router(console.build_router(dataplane, runtime.metrics, runtime.predictions, settings.capture_dir))
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError):

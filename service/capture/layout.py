@@ -162,9 +162,12 @@ class CaptureDir:
     def read(self, capture_id: str) -> dict[str, Any]:
         """A pending capture's sidecar; NotFound when there is none (or the id is no capture id)."""
         try:
-            return json.loads(self._sidecar(capture_id).read_bytes())
-        except (FileNotFoundError, ValueError) as exc:
-            raise NotFound(f"no pending capture {_shown(capture_id)}") from exc
+            doc = _load_sidecar(self._sidecar(capture_id))
+        except FileNotFoundError:
+            doc = None
+        if doc is None:  # none, or not a sidecar: nothing to show (discard still removes it)
+            raise NotFound(f"no pending capture {_shown(capture_id)}")
+        return doc
 
     def image_path(self, capture_id: str) -> Path:
         """The pending image of a capture (named by its sidecar), NotFound when there is none."""
@@ -179,7 +182,9 @@ class CaptureDir:
         label = check_label(label)
         claim = self._claim(capture_id)
         try:
-            sidecar = json.loads(claim.read_bytes())
+            sidecar = _load_sidecar(claim)
+            if sidecar is None:
+                raise InvalidInput(f"capture {capture_id} has an unreadable sidecar: discard it instead")
             model, image = sidecar.get("model"), self._image_name(sidecar, capture_id)
             if not isinstance(model, str) or not valid_model_name(model):
                 raise InvalidInput(f"capture {capture_id} names no valid model")
@@ -197,10 +202,7 @@ class CaptureDir:
     def discard(self, capture_id: str, now: datetime | None = None) -> dict[str, Any]:
         """Delete the capture's image and move its sidecar to reviewed/ with "discarded": true."""
         claim = self._claim(capture_id)
-        try:
-            sidecar = json.loads(claim.read_bytes())
-        except ValueError:
-            sidecar = {"id": capture_id}
+        sidecar = _load_sidecar(claim) or {"id": capture_id}
         for path in self._pending_images(capture_id):
             _remove(path)
         return self._finish(claim, capture_id, sidecar, {"discarded": True}, now)
@@ -261,6 +263,15 @@ def sidecar(*, capture_id: str, model: str, version: int, transport: str, api: s
         doc["confident"] = confident
     doc["reason"] = reason
     return doc
+
+
+def _load_sidecar(path: Path) -> dict[str, Any] | None:
+    """A sidecar's fields, or None when the file is not a JSON object (a review must answer, not crash)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _remove(path: Path) -> int:

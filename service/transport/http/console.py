@@ -7,7 +7,8 @@
 - ``GET /ui/api/stats``: live figures per model (``service.observability.stats``);
 - ``GET /ui/api/predictions``: per model and version, the class frequencies of the recent predictions beside the
   export's reference, and their drift (``service.observability.predictions``);
-- ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report.
+- ``GET /ui/api/models/{m}/versions/{v}/report/{file}``: one file of that version's exported report;
+- ``/ui/api/captures...``: the review of captured images (``console_review``).
 
 Predictions go through the public ``POST /classify``, and the Grad-CAM overlays of a version with an explain
 signature through the public ``POST /explain``. Console calls are not counted in the request
@@ -29,6 +30,7 @@ from service.core.errors import NotFound
 from service.observability.metrics import Metrics
 from service.observability.predictions import PredictionMonitor
 from service.observability.stats import StatsWindow
+from service.transport.http import console_review
 from service.transport.http.common import json_response
 from tlserve.contract import REPORT_DIR
 
@@ -85,7 +87,9 @@ def _version_json(info: ModelInfo, status: VersionStatus, report: list[str]) -> 
             "batching": served.batching if served else None, "explain": bool(served and served.explain)}
 
 
-def build_router(dataplane: DataPlane, metrics: Metrics, predictions: PredictionMonitor) -> APIRouter:
+def build_router(dataplane: DataPlane, metrics: Metrics, predictions: PredictionMonitor,
+                 capture_dir: Path | None = None) -> APIRouter:
+    """The console's routes; ``capture_dir``: the capture folder under review (None: capture is off)."""
     router = APIRouter(tags=["console"])
     stats = StatsWindow(metrics)
 
@@ -140,4 +144,5 @@ def build_router(dataplane: DataPlane, metrics: Metrics, predictions: Prediction
         headers = {"Content-Security-Policy": REPORT_HTML_CSP} if path.suffix.lower() == ".html" else None
         return FileResponse(path, media_type=REPORT_TYPES[path.suffix.lower()], headers=headers)
 
+    console_review.add_routes(router, capture_dir)
     return router

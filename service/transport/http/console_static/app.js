@@ -6,6 +6,7 @@ const MODELS_EVERY_MS = 5000;
 const STATS_EVERY_MS = 3000;
 const TOKEN_KEY = "tlserve.token";
 const GALLERY_ROWS = 20;
+const REVIEW_PAGE = 24;  // captures per page of the review
 
 const state = {
   models: [],          // last /ui/api/models answer
@@ -14,6 +15,7 @@ const state = {
   reportShown: "",     // "model/version" whose report is on screen
   objectUrls: [],      // blob: URLs of the report on screen, released when it changes
   tryRun: 0,           // counts the Try it calls: a late /explain answer for earlier images is dropped
+  review: { started: false, offset: 0, total: 0, urls: [] },  // the review's page and the blob: URLs of its images
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -187,6 +189,12 @@ async function refreshModels() {
   } catch (error) {
     $("models-error").textContent = `Could not read the models: ${error.message}`;
     $("models-error").hidden = false;
+  }
+  // The review loads once the models are known (their classes are its label choices), then on demand only
+  // (filter, paging, refresh, after a review): a timer would replace the cards under a person typing a label.
+  if (!state.review.started) {
+    state.review.started = true;
+    refreshCaptures();
   }
 }
 
@@ -372,6 +380,106 @@ function setUpTryIt() {
   });
 }
 
+// ---------------------------------------------------------------- review of captured images
+// Class names a person can pick for a capture of `modelName`: the model's classes (newest version listed first)
+// and the capture's own predictions; any other name can be typed, since retraining can add a class.
+function classChoices(modelName, capture) {
+  const model = state.models.find((m) => m.name === modelName);
+  const names = new Set();
+  for (const v of model ? model.versions : []) for (const c of v.classes || []) names.add(c);
+  for (const p of capture.predictions || []) names.add(p.label);
+  return [...names];
+}
+
+function captureCard(capture, index) {
+  const listId = `review-classes-${index}`;
+  const status = el("p", { class: "review-status muted" });
+  const input = el("input", { class: "label", list: listId, placeholder: "true label", "aria-label": "true label",
+    maxlength: 255, autocomplete: "off" });
+  const review = async (body) => {
+    status.textContent = "saving…";
+    status.className = "review-status muted";
+    try {
+      await apiJson(`api/captures/${encodeURIComponent(capture.id)}`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+    } catch (error) {
+      status.textContent = `Error: ${error.message}`;
+      status.className = "review-status error";
+      return;
+    }
+    await refreshCaptures();
+  };
+  const img = el("img", { alt: `capture ${capture.id}` });
+  api(`api/captures/${encodeURIComponent(capture.id)}/image`).then(async (response) => {
+    if (!response.ok) throw new Error(`image: ${response.status}`);
+    const url = URL.createObjectURL(await response.blob());
+    state.review.urls.push(url);
+    img.src = url;
+  }).catch((error) => { status.textContent = error.message; status.className = "review-status error"; });
+  return el("div", { class: "capture", "data-id": capture.id, "data-model": capture.model },
+    img,
+    el("div", {},
+      el("div", { class: "meta", text: `${capture.model} version ${capture.version} · ${capture.time} · ${capture.transport} ${capture.api} · ${capture.reason}` }),
+      el("ol", { class: "labels" }, (capture.predictions || []).map((p, rank) => el("li", { class: rank === 0 ? "top" : "" },
+        el("span", { class: "label", text: p.label }),
+        el("span", { class: "bar" }, el("span", { style: { width: `${Math.max(0, Math.min(100, p.score * 100)).toFixed(1)}%` } })),
+        el("span", { class: "score", text: p.score.toFixed(3) })))),
+      el("datalist", { id: listId }, classChoices(capture.model, capture).map((c) => el("option", { value: c }))),
+      el("form", {
+        onsubmit: (event) => {
+          event.preventDefault();
+          const label = input.value.trim();
+          if (label) review({ label });
+        },
+      }, input,
+      el("button", { type: "submit", class: "label-button", text: "label" }),
+      el("button", { type: "button", class: "discard-button", text: "discard", onclick: () => review({ discard: true }) })),
+      status));
+}
+
+async function refreshCaptures() {
+  const model = $("review-model").value;
+  const query = new URLSearchParams({ limit: REVIEW_PAGE, offset: state.review.offset });
+  if (model) query.set("model", model);
+  let body;
+  try {
+    body = await apiJson(`api/captures?${query}`);
+  } catch (error) {
+    $("review-error").textContent = `Could not read the captures: ${error.message}`;
+    $("review-error").hidden = false;
+    return;
+  }
+  $("review-error").hidden = true;
+  $("review-off").hidden = body.enabled;
+  $("review-controls").hidden = !body.enabled;
+  if (body.total && state.review.offset >= body.total) {  // the last page was emptied by reviews: step back
+    state.review.offset = Math.max(0, Math.floor((body.total - 1) / REVIEW_PAGE) * REVIEW_PAGE);
+    return refreshCaptures();
+  }
+  state.review.total = body.total;
+  setOptions($("review-model"), [["", "all models"], ...Object.entries(body.models).map(([m, n]) => [m, `${m} (${n})`])], model);
+  const first = body.total ? state.review.offset + 1 : 0;
+  $("review-summary").textContent = body.enabled
+    ? `(${first}–${state.review.offset + body.captures.length} of ${body.total} pending, lowest top-1 score first)` : "";
+  $("review-prev").disabled = state.review.offset === 0;
+  $("review-next").disabled = state.review.offset + REVIEW_PAGE >= body.total;
+  for (const url of state.review.urls) URL.revokeObjectURL(url);
+  state.review.urls = [];
+  $("captures").replaceChildren(...(body.captures.length ? body.captures.map(captureCard)
+    : [el("p", { class: "muted", text: body.enabled ? "No pending captures." : "" })]));
+}
+
+function setUpReview() {
+  $("review-model").addEventListener("change", () => { state.review.offset = 0; refreshCaptures(); });
+  $("review-prev").addEventListener("click", () => {
+    state.review.offset = Math.max(0, state.review.offset - REVIEW_PAGE);
+    refreshCaptures();
+  });
+  $("review-next").addEventListener("click", () => { state.review.offset += REVIEW_PAGE; refreshCaptures(); });
+  $("review-refresh").addEventListener("click", () => refreshCaptures());
+}
+
 // ---------------------------------------------------------------- the selected version's report
 function reportPath(model, version, file) {
   return `api/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/report/${encodeURIComponent(file)}`;
@@ -488,7 +596,9 @@ document.addEventListener("DOMContentLoaded", () => {
     $("forget-token").hidden = true;
   });
   setUpTryIt();
+  setUpReview();
   every(refreshModels, MODELS_EVERY_MS);
+
   every(refreshStats, STATS_EVERY_MS);
   every(refreshPredictions, STATS_EVERY_MS);
 });
