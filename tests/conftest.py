@@ -25,6 +25,20 @@ def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def cross_or_circle(label: str, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [40, 40, 3]: a cross (a class the tiny shapes model has never seen) or a circle, in a random dark colour
+    on white: new data for retraining tests (tests/training/test_retrain.py, tests/test_feedback_loop.py)."""
+    pixels = np.full((40, 40, 3), 255, np.uint8)
+    colour = rng.integers(0, 200, 3)
+    if label == "cross":
+        pixels[18:22, 5:35] = colour
+        pixels[5:35, 18:22] = colour
+    else:
+        yy, xx = np.mgrid[:40, :40]
+        pixels[(yy - 20) ** 2 + (xx - 20) ** 2 < 150] = colour
+    return pixels
+
+
 @pytest.fixture(scope="session")
 def tiny_training():
     """A 32 px MobileNetV2 classifier trained for one epoch per phase on builtin:shapes (a few seconds)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import encode
+from tests.conftest import cross_or_circle, encode
 from tlserve import contract
 from tlserve.cli import main
 from training import data as datasets
@@ -34,15 +34,7 @@ def new_data(tmp_path):
     for label, count in (("cross", 16), ("circle", 6)):
         (tmp_path / "new" / label).mkdir(parents=True)
         for i in range(count):
-            pixels = np.full((40, 40, 3), 255, np.uint8)
-            colour = rng.integers(0, 200, 3)
-            if label == "cross":
-                pixels[18:22, 5:35] = colour
-                pixels[5:35, 18:22] = colour
-            else:
-                yy, xx = np.mgrid[:40, :40]
-                pixels[(yy - 20) ** 2 + (xx - 20) ** 2 < 150] = colour
-            (tmp_path / "new" / label / f"{i}.png").write_bytes(encode(pixels))
+            (tmp_path / "new" / label / f"{i}.png").write_bytes(encode(cross_or_circle(label, rng)))
     return tmp_path / "new"
 
 
