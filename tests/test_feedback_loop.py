@@ -25,7 +25,8 @@ from tlserve.cli import main
 SENT, HELD_OUT = 40, 12
 # Seconds at 32 px. The head learns the new class at 1e-2 (head-epochs 3 at the default 3e-3 gave a cross recall
 # of 0.1-0.2 on its test split here; these settings 1.0).
-QUICK = ["--head-epochs", "10", "--head-lr", "0.01", "--fine-tune-epochs", "2", "--fine-tune-layers", "5", "--batch-size", "16", "--quiet"]
+QUICK = ["--head-epochs", "10", "--head-lr", "0.01", "--fine-tune-epochs", "2", "--fine-tune-layers", "5",
+         "--batch-size", "16", "--quiet"]
 
 
 @pytest.fixture
