@@ -18,15 +18,11 @@ import numpy as np
 import pytest
 
 from service.settings import Settings
-from tests.conftest import cross_or_circle, encode
+from tests.conftest import RETRAIN_QUICK, cross_or_circle, encode
 from tests.service.conftest import copy_version, start_server
 from tlserve.cli import main
 
 SENT, HELD_OUT = 40, 12
-# Seconds at 32 px. The head learns the new class at 1e-2 (head-epochs 3 at the default 3e-3 gave a cross recall
-# of 0.1-0.2 on its test split here; these settings 1.0).
-QUICK = ["--head-epochs", "10", "--head-lr", "0.01", "--fine-tune-epochs", "2", "--fine-tune-layers", "5",
-         "--batch-size", "16", "--quiet"]
 
 
 @pytest.fixture
@@ -86,7 +82,7 @@ def test_captured_images_labelled_in_the_console_retrain_a_better_served_version
 
     # Retrained from the served version, on the labelled captures and the original data together.
     code = main(["train", "--init-from", str(model_dir), "--data", "builtin:shapes",
-                 "--data", str(captures / "labelled" / "shapes"), *QUICK])
+                 "--data", str(captures / "labelled" / "shapes"), *RETRAIN_QUICK])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     assert "new classes: cross" in out and (model_dir / "2").is_dir()

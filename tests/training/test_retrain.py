@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import cross_or_circle, encode
+from tests.conftest import RETRAIN_QUICK, cross_or_circle, encode
 from tlserve import contract
 from tlserve.cli import main
 from training import data as datasets
-
-# Few epochs, the top of the backbone only: seconds at 32 px, and enough to learn the new class (crosses) here.
-QUICK = ["--head-epochs", "3", "--fine-tune-epochs", "1", "--fine-tune-layers", "5", "--batch-size", "16", "--quiet"]
 
 
 @pytest.fixture
@@ -98,7 +95,7 @@ def test_warm_start_restores_the_served_weights_and_keeps_their_head_rows(served
 
 def test_init_from_adds_a_class_merges_sources_and_exports_the_next_version(served, new_data, capsys):
     specs = ["builtin:shapes", str(new_data)]
-    code = main(["train", "--init-from", str(served), "--data", specs[0], "--data", specs[1], *QUICK])
+    code = main(["train", "--init-from", str(served), "--data", specs[0], "--data", specs[1], *RETRAIN_QUICK])
     out, err = capsys.readouterr()
     assert code == 0, out + err
     version = served / "2"
