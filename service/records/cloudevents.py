@@ -18,9 +18,9 @@ import httpx
 
 from service.capture.layout import rfc3339
 from service.observability.records import RecordMetrics
-from service.records.background import BackgroundWriter
 from service.records.payload import request_part, response_part
 from service.records.record import RequestRecord
+from service.records.sampled import SampledSink
 
 REQUEST_EVENT = "org.kubeflow.serving.inference.request"
 RESPONSE_EVENT = "org.kubeflow.serving.inference.response"
@@ -36,30 +36,20 @@ def event_headers(record: RequestRecord, event_type: str, source: str) -> dict[s
             "content-type": "application/json"}
 
 
-class CloudEventsSink:
-    name = "cloudevents"
-
+class CloudEventsSink(SampledSink):
     def __init__(self, url: str, *, source: str, sample: float, with_image_bytes: bool, queue_items: int,
                  metrics: RecordMetrics, queue_bytes: int | None = None, rng: random.Random | None = None):
-        self.url, self.source, self.sample, self.with_image_bytes = url, source, sample, with_image_bytes
-        self.metrics = metrics
-        self.rng = rng or random.Random()
+        super().__init__("cloudevents", self._send, sample=sample, queue_items=queue_items, metrics=metrics,
+                         queue_bytes=queue_bytes, rng=rng)
+        self.url, self.source, self.with_image_bytes = url, source, with_image_bytes
         self.client: httpx.Client | None = None
-        self.writer = BackgroundWriter("request-log-cloudevents", self._send, max_items=queue_items,
-                                       max_bytes=queue_bytes, size=lambda record: record.payload_bytes,
-                                       on_drop=lambda reason: metrics.request_log_dropped.labels(self.name,
-                                                                                                  reason).inc())
 
     def start(self) -> None:
         self.client = httpx.Client(timeout=SINK_TIMEOUT_S)
-        self.writer.start()
-
-    def offer(self, record: RequestRecord) -> None:
-        if self.sample >= 1 or self.rng.random() < self.sample:
-            self.writer.offer(record)
+        super().start()
 
     def close(self) -> None:
-        self.writer.close()
+        super().close()
         if self.client is not None:
             self.client.close()
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import IO
 
 from service.observability.records import RecordMetrics
-from service.records.background import BackgroundWriter
 from service.records.payload import document
 from service.records.record import RequestRecord
+from service.records.sampled import SampledSink
 
 STDOUT = "-"
 
@@ -54,31 +54,22 @@ class StdoutLines:
         pass
 
 
-class RequestLog:
+class RequestLog(SampledSink):
     """A sink: samples records at ``sample`` (0..1) and writes each as one JSON line."""
 
     def __init__(self, target: str, *, sample: float, max_bytes: int, with_image_bytes: bool, queue_items: int,
                  metrics: RecordMetrics, queue_bytes: int | None = None, rng: random.Random | None = None):
-        self.name = "file" if target != STDOUT else "stdout"
-        self.target, self.sample, self.max_bytes, self.with_image_bytes = target, sample, max_bytes, with_image_bytes
-        self.metrics = metrics
-        self.rng = rng or random.Random()
+        super().__init__("file" if target != STDOUT else "stdout", self._write, sample=sample,
+                         queue_items=queue_items, metrics=metrics, queue_bytes=queue_bytes, rng=rng)
+        self.target, self.max_bytes, self.with_image_bytes = target, max_bytes, with_image_bytes
         self.lines: RotatingLines | StdoutLines | None = None
-        self.writer = BackgroundWriter(f"request-log-{self.name}", self._write, max_items=queue_items,
-                                       max_bytes=queue_bytes, size=lambda record: record.payload_bytes,
-                                       on_drop=lambda reason: metrics.request_log_dropped.labels(self.name,
-                                                                                                  reason).inc())
 
     def start(self) -> None:
         self.lines = StdoutLines() if self.target == STDOUT else RotatingLines(Path(self.target), self.max_bytes)
-        self.writer.start()
-
-    def offer(self, record: RequestRecord) -> None:
-        if self.sample >= 1 or self.rng.random() < self.sample:
-            self.writer.offer(record)
+        super().start()
 
     def close(self) -> None:
-        self.writer.close()
+        super().close()
         if self.lines is not None:
             self.lines.close()
 
