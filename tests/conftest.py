@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -70,6 +71,17 @@ def testdata() -> Path:
     """``TESTDATA``, failing with where it should be when it is missing."""
     assert TESTDATA.is_dir(), f"TF Serving testdata missing at {TESTDATA} (shared/ must sit next to the repo)"
     return TESTDATA
+
+
+def wait_until(check, timeout: float = 60, what: str = ""):
+    """``check()``'s first truthy value, asked every 0.1 s; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def grpc_channel(to, *, root_certificates: Path | bytes | None = None, aio: bool = False, options=None):

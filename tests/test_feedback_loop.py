@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 
 import httpx
 import numpy as np
 import pytest
 
 from service.settings import Settings
-from tests.conftest import RETRAIN_QUICK, cross_or_circle, encode
+from tests.conftest import RETRAIN_QUICK, cross_or_circle, encode, wait_until
 from tests.service.conftest import copy_version, start_server
 from tlserve.cli import main
 
@@ -45,16 +44,6 @@ def _classify(http, images: list[bytes], version: int) -> list[str]:
     return [p[0]["label"] for p in r.json()["predictions"]]
 
 
-def _wait(condition, what: str, timeout_s: float = 120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_captured_images_labelled_in_the_console_retrain_a_better_served_version(loop, capsys):
     model_dir, captures, http = loop
     rng = np.random.default_rng(7)
@@ -66,8 +55,8 @@ def test_captured_images_labelled_in_the_console_retrain_a_better_served_version
 
     # Every image sent was captured (the writer is in the background: wait for it), and is listed for review:
     # the held-out crosses too, which the reviewer discards here to keep them out of the training data.
-    listed = _wait(lambda: (page := http.get("/ui/api/captures", params={"model": "shapes", "limit": 100}).json())
-                   ["total"] == SENT + HELD_OUT and page, "the captures")
+    listed = wait_until(lambda: (page := http.get("/ui/api/captures", params={"model": "shapes", "limit": 100}).json())
+                   ["total"] == SENT + HELD_OUT and page, what="the captures")
     to_label = {hashlib.sha256(image).hexdigest() for image in sent}
     assert {c["sha256"] for c in listed["captures"]} == to_label | {hashlib.sha256(i).hexdigest() for i in held_out}
 
@@ -91,7 +80,7 @@ def test_captured_images_labelled_in_the_console_retrain_a_better_served_version
     def available():
         status = http.get("/v1/models/shapes").json()["model_version_status"]
         return {s["version"]: s["state"] for s in status}.get("2") == "AVAILABLE"
-    _wait(available, "version 2 to be served")
+    wait_until(available, timeout=120, what="version 2 to be served")
     new = np.mean([label == "cross" for label in _classify(http, held_out, version=2)])
     print(f"held-out crosses recognised: version 1 {old:.2f}, version 2 {new:.2f}")
     assert old == 0 and new > old

@@ -95,8 +95,9 @@ def server(model_repo):
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def client(server):
+    """An HTTP client of the ``server`` in force for the module (the shared one, or the module's own)."""
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
 

@@ -14,7 +14,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -89,12 +88,6 @@ def server(model_repo, sink, below, tmp_path_factory):
     running.root = root
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 def sinks(server) -> dict:

@@ -4,7 +4,6 @@ over REST and gRPC, against a real server holding TF Serving's own test models."
 from __future__ import annotations
 
 import grpc
-import httpx
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc, regression_pb2
@@ -24,12 +23,6 @@ def server(tmp_path_factory):
     running = start_server(Settings(model_repo=root, poll_interval_s=0.5, batch_timeout_ms=1))
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

@@ -63,12 +63,6 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def v2(channel):
     return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
 

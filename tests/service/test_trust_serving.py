@@ -46,12 +46,6 @@ def server(trust_repo):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def direct(tiny_export, images):
     """The export's own unknown scores and threshold for ``images``, and its top class per image."""
     loaded = tf.saved_model.load(str(tiny_export[0]))

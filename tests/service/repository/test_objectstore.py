@@ -18,7 +18,7 @@ from service.repository.config import ConfigError, specs_from_repository
 from service.repository.discovery import LocalFolders
 from service.repository.objectstore import ObjectStore, safe_message
 from service.settings import Settings
-from tests.conftest import TESTDATA
+from tests.conftest import TESTDATA, wait_until
 from tests.service.conftest import start_server
 
 pytest.importorskip("moto")
@@ -70,16 +70,6 @@ def s3():
         store = S3(monkeypatch)
         yield store
         store.stop()
-
-
-def wait_until(check, timeout: float = 60, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 def statuses(url: str, model: str) -> dict[str, dict]:
