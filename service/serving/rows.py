@@ -32,14 +32,20 @@ def stack_rows(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def run_rows(model: LoadedModel, signature: str, rows: list[dict[str, np.ndarray]],
              allowed_batch_sizes: tuple[int, ...] = ()) -> list[dict[str, np.ndarray]]:
     """One batch: the rows stacked, padded up to an allowed size, run, and split back into rows."""
-    n = len(rows)
-    padded = next((size for size in allowed_batch_sizes if size >= n), n)
-    # Padding repeats the last row: valid input whose outputs are dropped below.
-    rows = rows + [rows[-1]] * (padded - n)
     try:
-        stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}
+        stacked = stack_rows(rows)
     except ValueError as exc:
         raise InvalidInput(f"rows of different shapes cannot be batched: {exc}") from exc
+    return run_stacked(model, signature, stacked, len(rows), allowed_batch_sizes)
+
+
+def run_stacked(model: LoadedModel, signature: str, stacked: dict[str, np.ndarray], n: int,
+                allowed_batch_sizes: tuple[int, ...] = ()) -> list[dict[str, np.ndarray]]:
+    """``n`` rows already stacked per input: padded up to an allowed size, run, and split back into rows."""
+    padded = next((size for size in allowed_batch_sizes if size >= n), n)
+    if padded > n:  # padding repeats the last row: valid input whose outputs are dropped below
+        stacked = {name: np.concatenate([value, np.repeat(value[-1:], padded - n, axis=0)])
+                   for name, value in stacked.items()}
     outputs = model.run(signature, stacked)
     if any(np.ndim(v) == 0 or np.shape(v)[0] != padded for v in outputs.values()):
         raise InternalError(f"signature '{signature}' did not return one output row per input row")

@@ -112,7 +112,9 @@ def shapes_model(tiny_export):
     return LoadedModel(tiny_export[0])
 
 
-def test_the_images_of_a_batch_are_decoded_in_one_call(shapes_model, images, expected):
+def test_the_images_of_a_batch_are_decoded_and_scored_in_one_call(shapes_model, images, expected):
+    """A batch of encoded images is one ``serving_default`` call: the graph maps the decoder over the batch and
+    runs the model, with no trip through numpy between the two (issue 14: 0.86 -> 0.64 ms of CPU per image)."""
     log = CallLog(shapes_model)
     version = ServedVersion("shapes", 1, log, BatchingSettings(max_batch_size=8))
 
@@ -123,7 +125,7 @@ def test_the_images_of_a_batch_are_decoded_in_one_call(shapes_model, images, exp
 
     out = asyncio.run(main())
     np.testing.assert_allclose(out["scores"], expected[:4], rtol=1e-4, atol=1e-5)
-    assert log.calls == [("run_each", "preprocess", 4), ("run", "pixels", 4)]
+    assert log.calls == [("run", "serving_default", 4)]
 
 
 def test_a_bad_image_batched_with_good_ones_fails_only_its_own_request(shapes_model, images, expected):
@@ -144,4 +146,21 @@ def test_a_bad_image_batched_with_good_ones_fails_only_its_own_request(shapes_mo
     np.testing.assert_allclose(good1["scores"][0], expected[1], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(good2["scores"][0], expected[2], rtol=1e-4, atol=1e-5)
     assert isinstance(bad, InvalidInput) and "image 0" in bad.message
-    assert ("run_each", "preprocess", 3) in log.calls  # the three were batched, and the batch decode failed
+    # The three were batched; their one call failed, so each image was decoded alone and the good ones scored.
+    assert ("run", "serving_default", 3) in log.calls
+    assert log.calls[-4:] == [("run", "preprocess", None)] * 3 + [("run", "pixels", 2)]
+
+
+def test_a_batch_of_encoded_images_is_padded_to_the_next_allowed_size(shapes_model, images, expected):
+    log = CallLog(shapes_model)
+    version = ServedVersion("shapes", 1, log, BatchingSettings(max_batch_size=8, allowed_batch_sizes=(4, 8)))
+
+    async def main():
+        out = await version.classify_images(images[:3])
+        await version.drain_and_stop()
+        return out
+
+    out = asyncio.run(main())
+    assert log.calls == [("run", "serving_default", 4)]
+    assert out["scores"].shape[0] == 3
+    np.testing.assert_allclose(out["scores"], expected[:3], rtol=1e-4, atol=1e-5)
