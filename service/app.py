@@ -37,7 +37,7 @@ from service.repository.config import ConfigFileSource, ModelSpec, RepositorySou
 from service.repository.discovery import LocalFolders, VersionSource
 from service.repository.manager import ModelRepository
 from service.repository.objectstore import ObjectStore
-from service.runtime import devices
+from service.runtime import devices, heap
 from service.serving.loader import VersionLoader
 from service.serving.version import BatchingSettings
 from service.settings import Settings, SettingsError
@@ -151,6 +151,10 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     def model_event(kind: str, model: str, version: int, state: str, seconds: float) -> None:
         metrics.model_event(kind, model, version, state, seconds)
         predictions.model_event(kind, model, version, state, seconds)
+        if kind == "loaded":
+            heap.after_load()
+        elif kind == "unloaded":
+            heap.after_unload()
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event,
                                  sources=sources)
