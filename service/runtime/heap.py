@@ -14,9 +14,9 @@ Freezing alone moved the pauses rather than ending them: a request in flight at 
 objects alive for 100+ ms (BentoML's always-recording OpenTelemetry spans among them), long enough to survive
 two young collections at Python's default of one per 700 allocations, so the old generation filled with
 requests in flight and was walked again and again. One young collection per 10,000 allocations lets most of
-them die young. Measured (overhead-bound model, c=128, two batch slots, one intra-op thread; freezing in
-both): HTTP /classify JSON 543 -> 868 img/s, p99 462 ->
-198 ms; gRPC Classifier 1,121 -> 1,294 img/s, p99 230 -> 202 ms.
+them die young. Measured (overhead-bound model, c=128, two batch slots, one intra-op thread, frozen both
+times): HTTP /classify JSON 543 -> 868 img/s, p99 462 -> 198 ms; gRPC Classifier 1,121 -> 1,294 img/s, p99
+230 -> 202 ms.
 """
 
 from __future__ import annotations
