@@ -79,7 +79,9 @@ class Runtime:
             self.started = True
             s = self.settings
             self.device = devices.configure(devices.DeviceSettings(
-                s.gpu_memory_limit_mb or None, s.intra_op_threads, s.inter_op_threads))
+                s.gpu_memory_limit_mb or None,
+                devices.intra_op_threads(s.intra_op_threads, concurrent_batches=s.max_concurrent_batches),
+                s.inter_op_threads))
             if self.recorder:
                 try:
                     self.recorder.start()

@@ -57,7 +57,8 @@ class Settings:
     batch_timeout_ms: float = setting(2.0, "longest wait to fill a batch while another runs (an idle model never "
                                       "waits)", minimum=0)
     max_queue: int = setting(256, "items waiting per model; beyond: 503", minimum=1)
-    max_concurrent_batches: int = setting(1, "batches of one model version run at once", minimum=1)
+    max_concurrent_batches: int = setting(2, "batches of one model version run at once (one is gathered or answered "
+                                          "while the other computes)", minimum=1)
     allowed_batch_sizes: str = setting("", "e.g. 1,8,32: pad batches up to one of these (off by default; must end "
                                        "at --max-batch-size)")
     model_batching: str = setting("", "per-model overrides, e.g. "
@@ -83,7 +84,8 @@ class Settings:
     max_explain_images: int = setting(16, "images per explain request (:explain, /explain, gRPC Explain, Predict "
                                       "with the explain signature); beyond: 400", minimum=1)
     gpu_memory_limit_mb: int = setting(0, "GPU memory for TensorFlow, in MiB (0: grow on demand)")
-    intra_op_threads: int = setting(0, "TensorFlow intra-op threads (0: TensorFlow's choice)")
+    intra_op_threads: int = setting(-1, "TensorFlow intra-op threads (-1: the cores shared among a model's "
+                                    "--max-concurrent-batches; 0: TensorFlow's choice, all cores)", minimum=-1)
     inter_op_threads: int = setting(0, "TensorFlow inter-op threads (0: TensorFlow's choice)")
     drift_window: int = setting(1000, "the recent predictions per model version whose drift against the export's "
                                 "test split is measured (tlserve_prediction_drift; docs/serving.md, Drift)",

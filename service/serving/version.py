@@ -37,7 +37,7 @@ class BatchingSettings:
     max_batch_size: int = 32
     batch_timeout_s: float = 0.002
     max_queue: int = 256
-    max_concurrent_batches: int = 1
+    max_concurrent_batches: int = 2
     allowed_batch_sizes: tuple[int, ...] = ()  # pad batches up to one of these; () = run any size
 
     def as_dict(self) -> dict[str, Any]:
