@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.stats import Request
 
 _FINISHED = re.compile(r"finished in")
-_MARGIN_S = 0.5
+MARGIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def closed_loop(endpoint: Endpoint, concurrency: int, seconds: float, warmup_s: 
         body.write_bytes(endpoint.body)
         # No --warm-up-time: h2load then logs only requests started after it, so answers to requests started in
         # the warm-up would be missing from the window. It runs warm-up + window + a margin instead, logging all.
-        command = ["h2load", "-c", str(concurrency), "-m", "1", "-D", _ms(warmup_s + seconds + _MARGIN_S),
+        command = ["h2load", "-c", str(concurrency), "-m", "1", "-D", _ms(warmup_s + seconds + MARGIN_S),
                    "-d", str(body), "--log-file", str(log)]
         if not endpoint.grpc:
             command.append("--h1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 TLSERVE = ("tlserve-http", "tlserve-grpc")
+IN_PROCESS = ("inprocess", "inprocess-tuned")  # the limits, not peers
 
 
 def label(row: dict) -> str:
@@ -22,13 +23,16 @@ def ratios(rows: list[dict]) -> dict:
     for model in sorted({r["model"] for r in rows}):
         closed = _closed(rows, model)
         limit = max((r["throughput"] for r in closed if r["system"] == "inprocess"), default=None)
+        tuned = max((r["throughput"] for r in closed if r["system"] == "inprocess-tuned"), default=None)
         ours = [r for r in closed if r["system"] in TLSERVE]
         best = max(ours, key=lambda r: r["throughput"], default=None)
         entry: dict = {"inprocess_best": limit, "tlserve_best": best and best["throughput"],
                        "tlserve_best_at": best and {"endpoint": label(best), "concurrency": best["concurrency"]},
                        "tlserve_over_inprocess": (best["throughput"] / limit) if best and limit else None,
+                       "inprocess_tuned_best": tuned,
+                       "tlserve_over_inprocess_tuned": (best["throughput"] / tuned) if best and tuned else None,
                        "vs_peers": []}
-        for peer in (r for r in closed if r["system"] not in TLSERVE + ("inprocess",)):
+        for peer in (r for r in closed if r["system"] not in TLSERVE + IN_PROCESS):
             same = [r for r in ours if r["concurrency"] == peer["concurrency"]]
             if not same or not peer["throughput"]:
                 continue
@@ -63,6 +67,14 @@ def markdown(result: dict) -> str:
                          and name.split(" ")[0] in (c["system"], c["system"] + "-http", c["system"] + "-grpc")), None)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_open_cell(open_row)} | "
                          + (f"{cold:.1f} s" if cold is not None else "") + " |")
+        lines += ["", "Server CPU per answered image, ms (the server's whole process tree, or the in-process "
+                  "benchmark's process, over the measured window):", "",
+                  "| system | " + " | ".join(f"c={c}" for c in concurrencies) + " |",
+                  "|---" * (len(concurrencies) + 1) + "|"]
+        for name in _labels(closed):
+            cpu = [next((f"{r['cpu_ms_per_image']:.2f}" for r in closed if label(r) == name and r["concurrency"] == c
+                         and r.get("cpu_ms_per_image") is not None), "") for c in concurrencies]
+            lines.append(f"| {name} | " + " | ".join(cpu) + " |")
         lines.append("")
         swaps = [r for r in rows if r["model"] == model and r.get("scenario") == "hot-swap"]
         for r in swaps:
@@ -76,6 +88,9 @@ def markdown(result: dict) -> str:
             lines.append(f"- {model}: tlserve best {entry['tlserve_best']:.1f} img/s ({entry['tlserve_best_at']['endpoint']}, "
                          f"c={entry['tlserve_best_at']['concurrency']}) = {entry['tlserve_over_inprocess']:.2f} of "
                          f"in-process {entry['inprocess_best']:.1f} img/s")
+        if entry.get("tlserve_over_inprocess_tuned") is not None:
+            lines.append(f"  - and {entry['tlserve_over_inprocess_tuned']:.2f} of in-process with tlserve's threading "
+                         f"(inprocess-tuned) {entry['inprocess_tuned_best']:.1f} img/s")
         for v in entry["vs_peers"]:
             lines.append(f"  - c={v['concurrency']}: {v['tlserve']} / {v['peer']} = {v['throughput_ratio']:.2f} "
                          f"(p99 {v['tlserve_p99_ms']:.0f} vs {v['peer_p99_ms']:.0f} ms)")
@@ -117,7 +132,7 @@ def plots(result: dict, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name in _labels(closed):
             series = sorted((r for r in closed if label(r) == name), key=lambda r: r["concurrency"])
-            if series[0]["system"] == "inprocess":
+            if series[0]["system"] in IN_PROCESS:
                 best = max(r["throughput"] for r in series)
                 ax.axhline(best, color="black", linestyle="--", label=f"in-process limit ({best:.0f})")
                 continue
@@ -127,7 +142,7 @@ def plots(result: dict, out_dir: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, out_dir / f"throughput-{model}.png"))
 
-        served = [r for r in closed if r["system"] != "inprocess" and r.get("cdf_ms")]
+        served = [r for r in closed if r["system"] not in IN_PROCESS and r.get("cdf_ms")]
         if served:
             top = max(r["concurrency"] for r in served)
             pick = 32 if any(r["concurrency"] == 32 for r in served) else top

@@ -81,24 +81,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def inprocess_rows(model, version_dir, image, work, args, limits) -> list[dict]:
+    """The limit as defined (TensorFlow's threading, one caller, batch 1 and the max batch), then the limit for
+    tlserve's own threading (system ``inprocess-tuned``: two callers at the max batch, the cores shared among
+    them, as tlserve's defaults run two batches at once)."""
     image_file = work / f"payload-{model}.jpg"
     image_file.write_bytes(image)
-    batches = sorted({1, limits.max_batch_size})
+    cores = len(os.sched_getaffinity(0))
+    plain = _inprocess(model, version_dir, image_file, args, sorted({1, limits.max_batch_size}), "inprocess",
+                       "concurrency = batch size; latency = one batch")
+    tuned = _inprocess(model, version_dir, image_file, args, [limits.max_batch_size], "inprocess-tuned",
+                       f"2 callers, {max(1, cores // 2)} intra-op thread(s) each: tlserve's threading",
+                       "--callers", "2", "--intra-op-threads", str(max(1, cores // 2)))
+    return plain + tuned
+
+
+def _inprocess(model, version_dir, image_file, args, batches, system, note, *extra) -> list[dict]:
     out = subprocess.run([systems.PROJECT_PYTHON, "-m", "bench.inprocess", str(version_dir), str(image_file),
                           "--batch", *map(str, batches), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-                          "--repeats", str(args.repeats)], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                          "--repeats", str(args.repeats), *extra], cwd=ROOT, capture_output=True, text=True,
+                         check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     rows = []
     for line in out.stdout.splitlines():
         measured = json.loads(line)
         repeats = []
         for rep in measured["repeats"]:
             ms = [s * 1000 for s in rep["latencies_s"]]
-            repeats.append({"system": "inprocess", "model": model, "concurrency": measured["batch"],
+            repeats.append({"system": system, "model": model, "concurrency": measured["batch"],
                             "throughput": rep["throughput"], "p50_ms": stats.percentile(ms, 50),
                             "p90_ms": stats.percentile(ms, 90), "p99_ms": stats.percentile(ms, 99), "errors": 0,
                             "cpu_s": rep["cpu_s"], "rss_mb": measured["rss_mb"], "mode": "closed",
-                            "note": "concurrency = batch size; latency = one batch"})
+                            "cpu_ms_per_image": _cpu_ms_per_image(rep["cpu_s"], rep["throughput"], args.seconds),
+                            "note": note})
         rows.append(_log(stats.check_row(stats.median_repeat(repeats))))
     return rows
 
@@ -130,14 +143,17 @@ def measure_closed(server, endpoint, model, concurrency, args) -> dict:
         run = loadgen.closed_loop(endpoint, concurrency, args.seconds, args.warmup)
         timer.join()
         cpu = server.cpu_s() - cpu_at["start"]
-    return _row(endpoint, model, concurrency, run, args.seconds, cpu, memory.peak_mb, mode="closed")
+    # The CPU is read from the end of the warm-up to h2load's exit, which loads for a margin past the window.
+    return _row(endpoint, model, concurrency, run, args.seconds, cpu, memory.peak_mb, mode="closed",
+                cpu_window_s=args.seconds + loadgen.MARGIN_S)
 
 
 def measure_open(server, endpoint, model, rate, args) -> dict:
     cpu0 = server.cpu_s()
     with Sampler(server) as memory:
         run = loadgen.open_loop(endpoint, rate, args.open_seconds)
-    row = _row(endpoint, model, 1, run, args.open_seconds, server.cpu_s() - cpu0, memory.peak_mb, mode="open")
+    row = _row(endpoint, model, 1, run, args.open_seconds, server.cpu_s() - cpu0, memory.peak_mb, mode="open",
+               cpu_window_s=args.open_seconds)
     row["rate"] = rate
     return stats.check_row(row)
 
@@ -172,7 +188,7 @@ def hot_swap(model, version_dir, image, logs, args, limits) -> dict:
             run = loadgen.closed_loop(endpoint, HOT_SWAP_CONCURRENCY, seconds, args.warmup)
             watcher.join()
         row = _row(endpoint, model, HOT_SWAP_CONCURRENCY, run, seconds, started.server.cpu_s() - cpu0,
-                   memory.peak_mb, mode="closed")
+                   memory.peak_mb, mode="closed", cpu_window_s=args.warmup + seconds + loadgen.MARGIN_S)
         versions = _versions(status_url)
     finally:
         started.server.stop()
@@ -189,12 +205,19 @@ def _versions(status_url: str) -> dict[str, str]:
     return {v["version"]: v["state"] for v in status.get("model_version_status", [])}
 
 
-def _row(endpoint, model, concurrency, run, seconds, cpu_s, rss_mb, *, mode) -> dict:
+def _row(endpoint, model, concurrency, run, seconds, cpu_s, rss_mb, *, mode, cpu_window_s) -> dict:
     w = stats.window(run.requests, run.window_start_s, seconds, by_end=run.closed)
     return {"system": endpoint.system, "api": endpoint.api, "model": model, "concurrency": concurrency,
             "throughput": round(w.throughput, 2), "p50_ms": round(w.p50_ms, 2), "p90_ms": round(w.p90_ms, 2),
             "p99_ms": round(w.p99_ms, 2), "errors": w.errors, "cpu_s": round(cpu_s, 2), "rss_mb": round(rss_mb, 1),
+            "cpu_ms_per_image": _cpu_ms_per_image(cpu_s, w.throughput, cpu_window_s),
             "mode": mode, "loadgen_cpu_s": round(run.loadgen_cpu_s, 2), "cdf_ms": w.cdf_ms}
+
+
+def _cpu_ms_per_image(cpu_s: float, throughput: float, window_s: float) -> float | None:
+    """The server's CPU (its whole process tree) per answered image, over a window of ``window_s`` at
+    ``throughput``: the same for every system, so the peers are measured as tlserve is."""
+    return round(1000 * cpu_s / (throughput * window_s), 3) if throughput else None
 
 
 def _log(row: dict) -> dict:

@@ -45,3 +45,23 @@ def test_markdown_table_has_one_line_per_system_and_the_open_loop_cell():
     ray = next(line for line in lines if line.startswith("| ray-serve (json)"))
     assert "55.0, 200 ms" in ray and "12.5 s" in ray
     assert any("= 0.92 of in-process 100.0" in line for line in lines)
+
+
+def test_the_tuned_in_process_limit_is_a_second_ratio_not_a_peer():
+    rows = ROWS + [_row("inprocess-tuned", 32, 200.0, 300.0)]
+    r = ratios(rows)["compute-bound"]
+    assert r["inprocess_best"] == 100.0  # the limit as defined stays TensorFlow's threading, one caller
+    assert r["tlserve_over_inprocess_tuned"] == pytest.approx(0.46)
+    assert [v["peer"] for v in r["vs_peers"]] == ["ray-serve (json)"]
+    text = markdown({"machine": "m", "command": "c", "settings": {}, "rows": rows, "ratios": ratios(rows),
+                     "cold_start": []})
+    assert "0.46 of in-process with tlserve's threading (inprocess-tuned) 200.0 img/s" in text
+
+
+def test_markdown_has_the_cpu_per_image_of_every_system_and_api():
+    rows = [dict(row, cpu_ms_per_image=1.5) for row in ROWS[:-1]] + [ROWS[-1]]
+    text = markdown({"machine": "m", "command": "c", "settings": {}, "rows": rows, "ratios": ratios(rows),
+                     "cold_start": []})
+    cpu = text.split("Server CPU per answered image")[1].split("## ")[0]
+    grpc = next(line for line in cpu.splitlines() if line.startswith("| tlserve-grpc (classifier)"))
+    assert grpc == "| tlserve-grpc (classifier) |  |  | 1.50 |"
