@@ -7,17 +7,24 @@ and records the worker (BentoML's one worker: the process that owns the models) 
 idle threads left out. It writes a flame graph (SVG) and the collapsed stacks under ``--out`` and prints the share
 of samples by the layer their innermost frame belongs to (TensorFlow, the event loop, BentoML, Starlette, grpc,
 tlserve, ...): issue 14's "profile before optimising". The shares hold on a busy machine; absolute rates do not.
+
+``--threads`` records no stacks: it reads the worker's threads' CPU from /proc over a window of the same load and
+prints CPU milliseconds per answered image by thread: the event loop (the main thread: HTTP, gRPC, the data
+plane), the Python worker threads (batches, header checks), TensorFlow's own pool, gRPC's. py-spy sees only
+Python threads and samples them while they wait for the GIL; this is where the CPU went.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from bench import models
@@ -64,6 +71,39 @@ def summarise(collapsed: Path) -> dict[str, float]:
     return {name: n / total for name, n in counts.most_common()}
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``pid``, by the name of its kind (the main thread is "event loop")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        kind = "event loop (main thread)" if tid == str(pid) else \
+            "python threads" if name == "python" else re.sub(r"[_-]?\d+$", "", name)
+        out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
+def by_thread(worker_pid: int, endpoint, concurrency: int, seconds: float) -> tuple[float, dict[str, float]]:
+    """(images/s answered, CPU ms per image by thread kind) over ``seconds`` of closed-loop load."""
+    result: dict = {}
+    load = threading.Thread(target=lambda: result.setdefault("run", closed_loop(endpoint, concurrency, seconds + 4,
+                                                                                  1.0)))
+    load.start()
+    time.sleep(3)
+    before, started = thread_cpu(worker_pid), time.time()
+    time.sleep(seconds)
+    after, ended = thread_cpu(worker_pid), time.time()
+    load.join()
+    answered = sum(1 for r in result["run"].requests if r.ok and started <= r.start_s + r.latency_s <= ended)
+    cpu = {kind: after[kind] - before.get(kind, 0.0) for kind in after}
+    return answered / (ended - started), {kind: 1000 * s / max(answered, 1) for kind, s in cpu.items() if s > 0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="overhead-bound", choices=list(models.MODELS))
@@ -71,6 +111,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "profile")
+    parser.add_argument("--threads", action="store_true", help="CPU per image by thread instead of py-spy stacks")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +120,13 @@ def main() -> None:
     try:
         (endpoint,) = [e for e in started.endpoints if e.api == args.api]
         worker = max(started.server.tree(), key=lambda p: p.memory_info().rss)  # the one that loaded TensorFlow
+        if args.threads:
+            rate, per_image = by_thread(worker.pid, endpoint, args.concurrency, args.seconds)
+            print(f"{args.model} {args.api} c={args.concurrency}: {rate:.0f} img/s; worker CPU ms per image by thread")
+            for kind, ms in sorted(per_image.items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:28s} {ms:6.3f}")
+            print(f"  {'all':28s} {sum(per_image.values()):6.3f}")
+            return
         load = threading.Thread(target=closed_loop, args=(endpoint, args.concurrency, args.seconds + 4, 1.0))
         load.start()
         stem = args.out / f"{args.model}-{args.api}-c{args.concurrency}"
