@@ -164,3 +164,33 @@ def test_a_batch_of_encoded_images_is_padded_to_the_next_allowed_size(shapes_mod
     assert log.calls == [("run", "serving_default", 4)]
     assert out["scores"].shape[0] == 3
     np.testing.assert_allclose(out["scores"], expected[:3], rtol=1e-4, atol=1e-5)
+
+
+def test_small_requests_have_their_headers_checked_on_the_loop_and_large_ones_in_a_thread(shapes_model, images):
+    """A thread hop costs more than checking a small image's header (~50 against ~20 us of CPU, issue 14); a
+    large request's checks (a GIF's frames are scanned) must not stall the event loop."""
+    import io
+    import threading
+
+    from PIL import Image
+
+    from service.serving import version as version_module
+
+    version = ServedVersion("shapes", 1, shapes_model, BatchingSettings(max_batch_size=8))
+    threads = []
+    checked = version.images.check_headers
+    version.images.check_headers = lambda imgs: (threads.append(threading.get_ident()), checked(imgs))[1]
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(noise, "PNG")
+    large = [noise.getvalue()]
+    assert len(large[0]) > version_module.INLINE_CHECK_BYTES
+
+    async def main():
+        loop_thread = threading.get_ident()
+        await version.classify_images(images[:1])
+        await version.classify_images(large)
+        await version.drain_and_stop()
+        return loop_thread
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] == loop_thread and threads[1] != loop_thread
