@@ -23,8 +23,10 @@ BODY = {"instances": [[1.0]]}
 
 @pytest.fixture(scope="module")
 def one_at_a_time(slow_repo):
-    """'slower' runs one item per batch, about 0.5 s each: a second request waits in the queue."""
-    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=1))
+    """'slower' runs one item per batch, one batch at a time, about 0.5 s each: a second request waits in the
+    queue."""
+    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=1,
+                                   max_concurrent_batches=1))
     yield server
     server.stop()
 
@@ -80,7 +82,8 @@ def test_a_malformed_timeout_header_is_a_400(one_at_a_time, value):
 
 
 def test_the_server_request_timeout_applies_without_a_header(slow_repo):
-    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=1, request_timeout_s=0.2))
+    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=1, request_timeout_s=0.2,
+                                   max_concurrent_batches=1))
     try:
         before = items_run(server, "slower")
         results = []

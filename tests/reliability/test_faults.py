@@ -96,7 +96,8 @@ def test_a_compatible_new_version_still_switches_in(half):
 
 def test_a_removed_model_finishes_its_in_flight_requests_then_is_404(slow_repo, tmp_path):
     shutil.copytree(slow_repo / "slower", tmp_path / "gone")
-    server = start_server(Settings(model_repo=tmp_path, poll_interval_s=0.2, max_batch_size=1))
+    server = start_server(Settings(model_repo=tmp_path, poll_interval_s=0.2, max_batch_size=1,
+                                   max_concurrent_batches=1))
     try:
         codes = []
         threads = [threading.Thread(target=lambda: codes.append(httpx.post(
@@ -121,7 +122,8 @@ def test_a_removed_model_finishes_its_in_flight_requests_then_is_404(slow_repo, 
 
 @pytest.fixture(scope="module")
 def slow_server(slow_repo):
-    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=8))
+    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=8,
+                                   max_concurrent_batches=1))
     yield server
     server.stop()
 

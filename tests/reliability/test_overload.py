@@ -24,7 +24,8 @@ FLOOD = 64
 
 @pytest.fixture(scope="module")
 def small_queue(slow_repo):
-    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=4, max_queue=8))
+    server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=4, max_queue=8,
+                                   max_concurrent_batches=1))
     yield server
     server.stop()
 
@@ -32,7 +33,7 @@ def small_queue(slow_repo):
 @pytest.fixture(scope="module")
 def small_cap(slow_repo):
     server = start_server(Settings(model_repo=slow_repo, poll_interval_s=0, max_batch_size=4, max_queue=1000,
-                                   max_concurrent_requests=4))
+                                   max_concurrent_batches=1, max_concurrent_requests=4))
     yield server
     server.stop()
 

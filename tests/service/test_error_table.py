@@ -63,7 +63,7 @@ def table_server(tiny_export, tmp_path_factory):
     token.write_text(TOKEN + "\n")
     running = start_server(Settings(model_repo=root, poll_interval_s=0, max_body_mb=BODY_LIMIT_MB,
                                     grpc_max_message_mb=BODY_LIMIT_MB, auth_token_file=token,
-                                    model_batching="slower:max_batch_size=1"))
+                                    model_batching="slower:max_batch_size=1,max_concurrent_batches=1"))
     yield running
     running.stop()
 
