@@ -93,7 +93,10 @@ _tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfi
     if settings.tls_cert_file else {}
 
 
-@bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)}, **_tls)
+# BentoML's access log is off: RequestAccounting writes one line per request (tlserve.access, with the request id)
+# for the mounted app and the BentoML api alike, and BentoML's second line per request cost the event loop CPU.
+@bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)},
+                 logging={"access": {"enabled": False}}, **_tls)
 @bentoml.asgi_app(worker, path="/")
 class TlServe:
     @bentoml.on_startup
