@@ -19,6 +19,17 @@ from PIL import Image
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "tfserving-testdata"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tensorflow_keeps_its_own_thread_pools():
+    """The test process trains and serves in one interpreter. The first in-process server to start would size
+    TensorFlow's intra-op pool for serving (``--intra-op-threads -1``: one thread per concurrent batch here),
+    and every model trained later in the session would run on that pool at about half speed (pytest took 1,179
+    s instead of 887). Initialised first, TensorFlow refuses the change, which the server logs and ignores."""
+    import tensorflow as tf
+
+    tf.constant(0)
+
+
 def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     """uint8 [h, w, 3] -> encoded image bytes."""
     buffer = io.BytesIO()
