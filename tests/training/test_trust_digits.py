@@ -36,12 +36,11 @@ def test_calibration_on_digits_lowers_ece_and_nll_and_keeps_the_accuracy(digits)
     trained, path, report = digits
     cal = json.loads((path / contract.METADATA_FILE).read_text())[contract.METADATA_CALIBRATION]
     print("digits calibration", json.dumps(cal))
-    # The bound, 0.02, is met by the demo model (default settings: 0.0803 -> 0.0066, docs/training.md).
-    # This 2 + 2-epoch model (about 0.96-0.97 accurate) measured 0.019-0.028 in four runs and 0.0150, 0.0157 and
-    # 0.0180 in three more, with a floor (calibration.ece_floor: what labels drawn from the calibrated scores
-    # themselves give) of 0.0159, 0.0156 and 0.0152: at 450 test images with 15-19 errors, 0.02 is within sampling
-    # noise, and the fit is not what is off (the temperature fitted on the test split itself gave 0.0167 and 0.0154).
-    # So the bound here is twice that floor, and at least halving the ECE.
+    # The bound, 0.02, is met by the demo model (docs/training.md). This 2 + 2-epoch model (0.94-0.98
+    # accurate) measured 0.0100-0.0246 in 8 runs with a floor (calibration.ece_floor: what labels drawn from the
+    # calibrated scores themselves give) of 0.015-0.021: at 450 test images with 8-29 errors, 0.02 is within
+    # sampling noise. So the bound here is twice that floor, and at least halving the ECE. (With the hard-label fit
+    # a CI run failed here: few validation errors drove T to 0.19, ECE 0.044 and a higher NLL.)
     assert cal["ece_after"] <= 2 * cal["ece_floor"] and cal["ece_after"] < cal["ece_before"] / 2
     assert cal["nll_after"] < cal["nll_before"]
     test = trained.split.test
