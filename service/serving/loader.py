@@ -83,7 +83,7 @@ def _warm(model: LoadedModel, served: ServedVersion) -> None:
     They are two functions of the SavedModel, and neither waits for the other: one after the other they took 1.9 s
     of a 224 px model's cold start (records 1.2 s, pixels 0.7 s) with a core idle. An error in either refuses the
     version, the records' first."""
-    jobs = [lambda: model.warm_up(check=served.check_warmup_record)]
+    jobs: list[Callable[[], object]] = [lambda: model.warm_up(check=served.check_warmup_record)]
     if served.images:
         b = served.batching
         jobs.append(lambda: _warm_pixels(model, tuple(sorted({1, b.max_batch_size, *b.allowed_batch_sizes}))))
