@@ -93,10 +93,21 @@ _tls = {"ssl": {"enabled": True, "certfile": str(settings.tls_cert_file), "keyfi
     if settings.tls_cert_file else {}
 
 
+
+
+def _tracing() -> dict:
+    """BentoML's tracing, left as configured when an exporter is (``tracing.exporter_type`` in BentoML's config);
+    else every URL is excluded from its OpenTelemetry middleware, which opens three spans a request (the request,
+    each receive, each send) that no exporter takes: 130-149 us of CPU a request, measured alone."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return {} if BentoMLContainer.tracing.exporter_type.get() else {"tracing": {"excluded_urls": [".*"]}}
+
+
 # BentoML's access log is off: RequestAccounting writes one line per request (tlserve.access, with the request id)
 # for the mounted app and the BentoML api alike, and BentoML's second line per request cost the event loop CPU.
 @bentoml.service(name="tlserve", workers=1, traffic={"timeout": max(1, int(settings.request_timeout_s) + 30)},
-                 logging={"access": {"enabled": False}}, **_tls)
+                 logging={"access": {"enabled": False}}, **_tracing(), **_tls)
 @bentoml.asgi_app(worker, path="/")
 class TlServe:
     @bentoml.on_startup
