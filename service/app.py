@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from service.auth import AuthPolicy
@@ -44,7 +44,7 @@ from service.settings import Settings, SettingsError
 from service.transport.grpc.server import GrpcServer, start_grpc_server
 from service.transport.http import classify, console, explain, tfserving, v2, v2_shared_memory
 from service.transport.http.auth import BearerAuth
-from service.transport.http.common import RequestAccounting, error_response
+from service.transport.http.common import CLIENT_CLOSED, RequestAccounting, error_response
 from tlserve.contract import is_url
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,12 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, registry: 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
         return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _exc: ClientDisconnect):
+        # The client closed the connection before its body was read (a client timeout): nobody to answer, and not
+        # a server error. The status is only recorded, as for a client that leaves after its body.
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception):

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import struct
 import time
 
@@ -256,6 +257,29 @@ def test_regress_on_a_classifier_is_a_client_error(client, images):
     body = {"signature_name": "classify", "examples": [{"image/encoded": {"b64": b64(images[0])}}]}
     r = client.post("/v1/models/shapes:regress", json=body)
     assert r.status_code == 400 and "not a regression signature" in r.json()["error"]
+
+
+def test_a_client_that_leaves_while_sending_its_body_is_counted_as_gone_not_as_a_server_error(server, caplog):
+    """A client that closes the connection halfway through its body (a timeout before the server reads it):
+    Starlette raises ClientDisconnect from the body's stream. It was logged as an internal error, with its
+    traceback, and counted as a 500; it is a client gone, counted as 499 like one that leaves after its body."""
+    host, port = server.url.removeprefix("http://").split(":")
+    requests = server.runtime.metrics.requests
+
+    def count(code):
+        return requests.labels("", "", "classify", "classify", code)._value.get()
+
+    before_500, before_499 = count("500"), count("499")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + b'{"model": "shapes", "images": ["' + b"A" * 1000)
+        time.sleep(0.2)  # the handler is reading the body when the client goes
+    deadline = time.monotonic() + 30
+    while count("499") == before_499 and count("500") == before_500:
+        assert time.monotonic() < deadline, "the request was never recorded"
+        time.sleep(0.05)
+    assert count("500") == before_500 and count("499") == before_499 + 1
+    assert not [r for r in caplog.records if r.getMessage() == "internal error"]
 
 
 def test_a_client_that_leaves_cancels_its_request(server, images):
