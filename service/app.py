@@ -160,6 +160,7 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event,
                                  sources=sources)
+    metrics.known = repository.knows  # request labels name only what the repository knows
     recorder = build_recorder(settings, RecordMetrics(metrics.registry))
     dataplane = RepositoryDataPlane(repository, request_timeout_s=settings.request_timeout_s,
                                     ready_when=settings.ready_when, stats=metrics.inference, recorder=recorder,

@@ -8,6 +8,8 @@ BentoML's own ``/metrics`` beside its ``bentoml_service_*`` ones; gauges therefo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 
@@ -50,8 +52,13 @@ class PlainCounter:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry = REGISTRY):
+    def __init__(self, registry: CollectorRegistry = REGISTRY,
+                 known: Callable[[str, str], bool] = lambda model, version: True):
+        """``known(model, version)``: whether the repository knows the model (and the version, when not "").
+        Request labels come from requests, so an unknown name is recorded as "": any name a client sends would
+        otherwise be a new series (each code, each bucket), without bound."""
         self.registry = registry
+        self.known = known
         # Triton's per-version statistics: exact counts the histograms below cannot give (inference_stats.py).
         self.inference = InferenceStats()
         request_labels = ("model", "version", "protocol", "api", "code")
@@ -94,13 +101,15 @@ class Metrics:
                                       registry=registry)
 
     def observe_request(self, model: str, version: str, protocol: str, api: str, code: str, seconds: float) -> None:
-        labels = (model or "", version or "", protocol, api, code)
+        model = model if model and self.known(model, "") else ""
+        version = version if model and version and self.known(model, version) else ""
+        labels = (model, version, protocol, api, code)
         self.requests.labels(*labels).inc()
         self.request_latency.labels(*labels).observe(seconds)
         if protocol in TFS_ENTRYPOINTS and api in TFS_APIS:
             status = code if not code.isdigit() else _GRPC_CODE_OF_HTTP.get(int(code), "UNKNOWN")
-            self.tfs_request_count.inc(model or "", status)
-            latency = self.tfs_request_latency.labels(model or "", TFS_APIS[api], TFS_ENTRYPOINTS[protocol])
+            self.tfs_request_count.inc(model, status)
+            latency = self.tfs_request_latency.labels(model, TFS_APIS[api], TFS_ENTRYPOINTS[protocol])
             latency.observe(seconds * 1e6)
 
     def observe_batch(self, model: str, version: int, stats: BatchStats, queue_depth: int) -> None:

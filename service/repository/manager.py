@@ -76,6 +76,13 @@ class ModelRepository(Generic[V]):
     def model_names(self) -> list[str]:
         return sorted(self._specs)
 
+    def knows(self, name: str, version: str = "") -> bool:
+        """Whether ``name`` is a model of the repository and ``version`` ("" for none) one of its versions
+        (found on a scan, whatever its state): a bounded set, unlike the names requests carry."""
+        if name not in self._specs:
+            return False
+        return not version or (version.isdigit() and int(version) in self._status.get(name, {}))
+
     def spec(self, name: str) -> ModelSpec:
         if name not in self._specs:
             raise NotFound.servable(name)
