@@ -67,6 +67,13 @@ def markdown(result: dict) -> str:
                          and name.split(" ")[0] in (c["system"], c["system"] + "-http", c["system"] + "-grpc")), None)
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_open_cell(open_row)} | "
                          + (f"{cold:.1f} s" if cold is not None else "") + " |")
+        starts = [c for c in result.get("cold_start", []) if c["model"] == model and c.get("samples")]
+        if starts:
+            lines += ["", "Cold start, process start to the first answer: the median of the starts, each round in "
+                      "a rotated order, apart from the load phases:", "",
+                      "| system | median | starts |", "|---|---|---|"]
+            lines += [f"| {c['system']} | {c['seconds']:.1f} s | {', '.join(f'{s:.1f}' for s in c['samples'])} |"
+                      for c in starts]
         lines += ["", "Server CPU per answered image, ms (the server's whole process tree, or the in-process "
                   "benchmark's process, over the measured window):", "",
                   "| system | " + " | ".join(f"c={c}" for c in concurrencies) + " |",

@@ -65,3 +65,12 @@ def test_markdown_has_the_cpu_per_image_of_every_system_and_api():
     cpu = text.split("Server CPU per answered image")[1].split("## ")[0]
     grpc = next(line for line in cpu.splitlines() if line.startswith("| tlserve-grpc (classifier)"))
     assert grpc == "| tlserve-grpc (classifier) |  |  | 1.50 |"
+
+
+def test_the_cold_starts_are_the_median_of_their_rounds_with_every_sample_listed():
+    text = markdown({"machine": "m", "command": "c", "settings": {}, "rows": ROWS, "ratios": ratios(ROWS),
+                     "cold_start": [{"system": "ray-serve", "model": "compute-bound", "seconds": 12.5,
+                                     "samples": [13.1, 12.5, 11.9]}]})
+    ray = next(line for line in text.splitlines() if line.startswith("| ray-serve (json)"))
+    assert ray.endswith("| 12.5 s |")
+    assert "| ray-serve | 12.5 s | 13.1, 12.5, 11.9 |" in text.splitlines()
