@@ -23,7 +23,6 @@ from starlette.routing import BaseRoute
 
 from service.auth import AuthPolicy
 from service.core.dataplane import DEFAULT_TOP_K
-from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.transport.http.auth import BearerAuth
 from service.transport.http.bento_api import ROUTE, ApiGate, classify_files
@@ -32,6 +31,7 @@ from service.transport.http.routing_errors import JsonRoutingErrors
 
 if TYPE_CHECKING:
     from service.app import Runtime
+    from service.lifecycle import Lifecycle
 
 settings = Settings.from_env()
 auth = AuthPolicy.from_settings(settings)  # read once; BentoML's own routes and the mounted app share it
@@ -64,6 +64,7 @@ class Worker(Starlette):
 
     def build(self) -> None:
         from service.app import build_runtime, create_app  # TensorFlow: here, in the worker, never at import
+        from service.lifecycle import Lifecycle  # uvicorn: the worker's
 
         self.runtime = build_runtime(settings, auth=auth)
         self.app = create_app(settings, runtime=self.runtime, manage_lifecycle=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.requests import Request
 
 from service.codec.b64 import decode_b64
 from service.codec.threshold import FIELD as THRESHOLD_FIELD
@@ -19,6 +21,9 @@ from service.transport.http.common import (
     read_body,
     request_timeout,
 )
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 PROTOCOL = "classify"
 
@@ -109,6 +114,10 @@ async def _from_form(request: Request, body: bytes) -> Parsed:
 
 
 def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
+    # FastAPI here, not at import: the BentoML arbiter imports this module for ClassifyResponse, and FastAPI's
+    # import (0.2 s) would delay every cold start before the worker is even started.
+    from fastapi import APIRouter
+
     router = APIRouter(tags=["tlserve"])
 
     @router.post("/classify", response_model=ClassifyResponse, summary="Top-k labels of images",
