@@ -159,15 +159,16 @@ class LoadedModel:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise InvalidInput(f"signature '{signature}' rejected the input: {_first_line(exc)}") from exc
 
-    def warm_up(self, check: Callable[[str, dict[str, np.ndarray]], None] | None = None) -> int:
-        """Replay the version's warm-up records (PredictionLog, as TF Serving does); return how many ran.
+    def warm_up(self, check: Callable[[str, dict[str, np.ndarray]], None] | None = None) -> list[int]:
+        """Replay the version's warm-up records (PredictionLog, as TF Serving does); return the batch size of each
+        record that ran (the length of its first input; 1 for a scalar).
 
         ``check(signature, inputs)`` sees each record first (the service's image checks: a record is input from
         outside like any request, and a bomb in it must fail this version's load, not the process)."""
         path = self.path / WARMUP_FILE
         if not path.is_file():
-            return 0
-        count = 0
+            return []
+        sizes: list[int] = []
         for record in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS).as_numpy_iterator():
             entry = prediction_log_pb2.PredictionLog.FromString(record)
             if entry.WhichOneof("log_type") != "predict_log":
@@ -180,9 +181,10 @@ class LoadedModel:
                     check(signature, inputs)
                 self.run(signature, inputs)
             except ServiceError as exc:
-                raise type(exc)(f"{WARMUP_FILE}, warm-up record {count + 1}: {exc.message}") from exc
-            count += 1
-        return count
+                raise type(exc)(f"{WARMUP_FILE}, warm-up record {len(sizes) + 1}: {exc.message}") from exc
+            first = next(iter(inputs.values()), None)
+            sizes.append(len(first) if first is not None and first.ndim else 1)
+        return sizes
 
 
 def _first_line(exc: Exception) -> str:
