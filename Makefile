@@ -92,7 +92,7 @@ bench-tools:
 	@command -v h2load >/dev/null || \
 	  ($(APT) update -qq && $(APT) install -y -qq nghttp2-client)
 
-# the side-by-side run (~25 min on 2 cores); `make bench BENCH_ARGS=--quick` checks every system (~8 min)
+# the side-by-side run (~30 min on 2 cores); `make bench BENCH_ARGS=--quick` checks every system (~8 min)
 bench: setup bench-tools $(RAY_VENV)/.installed $(PYTRITON_VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

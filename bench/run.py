@@ -1,6 +1,6 @@
 """The serving benchmark: every system on the same SavedModels, side by side, in one run.
 
-    .venv/bin/python -m bench.run            # the full run (about 25 minutes on 2 cores); `make bench`
+    .venv/bin/python -m bench.run            # the full run (about 30 minutes on 2 cores); `make bench`
     .venv/bin/python -m bench.run --quick    # a 4-minute check that every system starts and answers
 
 Writes bench/results/latest.json, latest.md and the PNG plots beside them (``--out`` to change).

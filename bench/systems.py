@@ -40,23 +40,7 @@ class Started:
 def start(system: str, model: str, version_dir: Path, image: bytes, limits: Limits, logs: Path,
           repo: Path | None = None, poll_interval_s: float = 0) -> Started:
     """Start ``system`` serving ``version_dir`` and wait until it answers a real request (its cold start)."""
-    port = free_port(span=3)
-    if system == "tlserve":
-        grpc_port = free_port()
-        repo = repo or one_model_repo(model, version_dir)
-        argv = [PROJECT_PYTHON, "-m", "tlserve.cli", "serve", "--model-repo", str(repo),
-                "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
-                "--max-batch-size", str(limits.max_batch_size), "--batch-timeout-ms", str(limits.batch_wait_ms),
-                "--max-queue", str(limits.max_queue), "--poll-interval-s", str(poll_interval_s)]
-        env = {}
-        endpoints = tlserve_endpoints(model, image, port, grpc_port)
-    else:
-        env = {"BENCH_VERSION_DIR": str(version_dir), "BENCH_PORT": str(port),
-               "BENCH_MAX_BATCH_SIZE": str(limits.max_batch_size), "BENCH_BATCH_WAIT_MS": str(limits.batch_wait_ms),
-               "BENCH_MAX_QUEUE": str(limits.max_queue)}
-        argv, endpoints = _peer(system, image, port)
-        if system == "pytriton":
-            env["LD_LIBRARY_PATH"] = str(Path(sys.base_prefix) / "lib")  # its stub loads this libpython
+    argv, env, endpoints = command(system, model, version_dir, image, limits, repo, poll_interval_s)
     server = Server(f"{system}/{model}", argv, env, logs / f"{system}-{model}.log")
     try:
         cold = server.wait_ready(lambda: answers(endpoints[0]), timeout_s=300)
@@ -67,6 +51,27 @@ def start(system: str, model: str, version_dir: Path, image: bytes, limits: Limi
         server.stop()
         raise
     return Started(server, endpoints, cold)
+
+
+def command(system: str, model: str, version_dir: Path, image: bytes, limits: Limits, repo: Path | None = None,
+            poll_interval_s: float = 0) -> tuple[list[str], dict[str, str], list[Endpoint]]:
+    """How ``system`` is started on free ports: its argv, its environment and the requests it answers."""
+    port = free_port(span=3)
+    if system == "tlserve":
+        grpc_port = free_port()
+        repo = repo or one_model_repo(model, version_dir)
+        argv = [PROJECT_PYTHON, "-m", "tlserve.cli", "serve", "--model-repo", str(repo),
+                "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+                "--max-batch-size", str(limits.max_batch_size), "--batch-timeout-ms", str(limits.batch_wait_ms),
+                "--max-queue", str(limits.max_queue), "--poll-interval-s", str(poll_interval_s)]
+        return argv, {}, tlserve_endpoints(model, image, port, grpc_port)
+    env = {"BENCH_VERSION_DIR": str(version_dir), "BENCH_PORT": str(port),
+           "BENCH_MAX_BATCH_SIZE": str(limits.max_batch_size), "BENCH_BATCH_WAIT_MS": str(limits.batch_wait_ms),
+           "BENCH_MAX_QUEUE": str(limits.max_queue)}
+    argv, endpoints = _peer(system, image, port)
+    if system == "pytriton":
+        env["LD_LIBRARY_PATH"] = str(Path(sys.base_prefix) / "lib")  # its stub loads this libpython
+    return argv, env, endpoints
 
 
 def one_model_repo(model: str, version_dir: Path) -> Path:
