@@ -63,6 +63,9 @@ class Worker(Starlette):
         return self.app.routes if self.app is not None else []
 
     def build(self) -> None:
+        from service.runtime.tf_import import import_tensorflow
+
+        import_tensorflow()  # first, before anything below imports it with Keras (1.1 s)
         from service.app import build_runtime, create_app  # TensorFlow: here, in the worker, never at import
         from service.lifecycle import Lifecycle  # uvicorn: the worker's
 

@@ -272,16 +272,25 @@ def _batching(enabled: bool, parameters_file: str, load) -> dict[str, object]:
     return changes
 
 
+def build(settings):
+    """The runtime and, when the REST port is set, its app. TensorFlow is imported first, for serving (without
+    Keras: service/runtime/tf_import.py)."""
+    from service.runtime.tf_import import import_tensorflow
+
+    import_tensorflow()
+    from service.app import build_runtime, create_app
+
+    runtime = build_runtime(settings)
+    return runtime, create_app(settings, runtime=runtime, manage_lifecycle=False) if settings.http_port else None
+
+
 async def serve(settings) -> None:
     """Run until SIGTERM/SIGINT: REST (when its port is set) and gRPC in this process, through the same lifecycle
     as `tlserve serve` (drain delay, grace, readiness; service/lifecycle.py)."""
-    from service.app import build_runtime, create_app
     from service.lifecycle import serve as serve_runtime
 
-    runtime = build_runtime(settings)
-    app = None
-    if settings.http_port:
-        app = create_app(settings, runtime=runtime, manage_lifecycle=False)
+    runtime, app = build(settings)
+    if app is not None:
         print(f"tlserve-model-server: Exporting HTTP/REST API at {settings.http_host}:{settings.http_port}",
               file=sys.stderr, flush=True)
     await serve_runtime(runtime, app)
