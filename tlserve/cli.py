@@ -199,11 +199,12 @@ def serve_settings(args: argparse.Namespace, environ: dict[str, str]):
 def check_location(location: Path | str, settings, what: str, hint: str = "") -> None:
     """Refuse to start on a folder that does not exist, or an object store that cannot be reached (``UsageError``,
     one line: no traceback, no credentials)."""
-    from service.repository.config import ConfigError
-    from service.repository.objectstore import ObjectStore
     from tlserve.contract import is_url
 
     if is_url(location):
+        from service.repository.config import ConfigError  # 80 ms with the store's code: not for a local folder
+        from service.repository.objectstore import ObjectStore
+
         try:
             ObjectStore(settings.model_cache_dir).check(str(location))
         except ConfigError as exc:

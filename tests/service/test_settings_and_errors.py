@@ -161,3 +161,19 @@ def test_object_store_locations_stay_urls_through_flags_and_the_environment():
         Settings.from_env({"TLSERVE_MODEL_REPO": "hdfs://namenode/models"})
     with pytest.raises(SettingsError, match="model_base_path: .* must not hold credentials"):
         Settings(model_name="m", model_base_path="s3://key:secret@bucket/m")
+
+
+def test_serve_checks_a_local_repository_without_loading_the_object_store_code(tmp_path):
+    """`tlserve serve` checks its model location before it execs BentoML's arbiter, on the path of every cold start:
+    a local folder is one stat, and the object-store code (protobuf text format, the model-config parser: 80 ms)
+    is only for URLs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tlserve.cli import check_location; from service.settings import Settings\n"
+            f"check_location({str(tmp_path)!r}, Settings(), 'model repository')\n"
+            "print(*[m in sys.modules for m in ('service.repository.config', 'service.repository.objectstore')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
