@@ -126,9 +126,13 @@ def version_problem(path: Path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return f"{path} is not a directory"
-    graphs = {n: (path / n).stat().st_size for n in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE) if (path / n).is_file()}
-    variables_dir = path / VARIABLES_DIR
-    variables = ({p.name: p.stat().st_size for p in variables_dir.iterdir()} if variables_dir.is_dir() else None)
+    try:
+        graphs = {n: (path / n).stat().st_size for n in (SAVED_MODEL_FILE, SAVED_MODEL_TEXT_FILE)
+                  if (path / n).is_file()}
+        variables_dir = path / VARIABLES_DIR
+        variables = ({p.name: p.stat().st_size for p in variables_dir.iterdir()} if variables_dir.is_dir() else None)
+    except OSError as exc:  # removed or rewritten while checked, or unreadable: not complete, and tried again
+        return f"{path} could not be read ({type(exc).__name__}: {exc.strerror or exc})"
     return files_problem(str(path), graphs, variables)
 
 

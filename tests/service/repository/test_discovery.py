@@ -85,6 +85,16 @@ def test_not_a_directory(tmp_path):
     assert "not a directory" in version_problem(tmp_path / "nope")
 
 
+def test_a_file_removed_during_the_check_is_a_problem_not_an_error(tmp_path):
+    # A version deleted (or rewritten) while it is checked: variables/ lists a name that no longer resolves. A
+    # dangling link is that moment held still. It must read as "not complete yet", never raise: a raise failed the
+    # whole poll (every model's) in CI, with the model half-listed in between.
+    version = make_version(tmp_path / "1")
+    (version / "variables" / "variables.index").unlink()
+    (version / "variables" / "variables.index").symlink_to(tmp_path / "gone")
+    assert "could not be read" in version_problem(version)
+
+
 def test_missing_index(tmp_path):
     version = make_version(tmp_path / "1")
     (version / "variables" / "variables.index").unlink()
