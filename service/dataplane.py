@@ -166,8 +166,11 @@ class RepositoryDataPlane:
         for name in self.repository.model_names():
             try:
                 statuses = self.repository.statuses(name)
+                missing = self.repository.no_versions_reason(name)
             except NotFound:  # removed since the names were listed
                 continue
+            if missing and not ready_only:  # still a model of the repository: listed, as Triton lists one
+                entries.append(RepositoryEntry(name, "", "UNAVAILABLE", missing))
             entries.extend(RepositoryEntry(name, str(s.number), "READY" if s.state == AVAILABLE else s.state, s.error)
                            for s in statuses if s.state == AVAILABLE or not ready_only)
         return entries

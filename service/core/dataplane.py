@@ -106,7 +106,8 @@ class ModelInfo:
 @dataclass(frozen=True)
 class RepositoryEntry:
     """One model version in the repository index (the model-repository extension, HTTP and gRPC alike): Triton's
-    state names, ``READY`` for an available version, else TF Serving's (LOADING, UNLOADING, END)."""
+    state names, ``READY`` for an available version, else TF Serving's (LOADING, UNLOADING, END); a model with no
+    version at all is one entry with no version, ``UNAVAILABLE``, and why."""
 
     name: str
     version: str

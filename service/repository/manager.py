@@ -71,6 +71,7 @@ class ModelRepository(Generic[V]):
         self._unloads: set[asyncio.Task] = set()
         self._unloaded_by_request: set[str] = set()  # V2 repository 'unload': kept out until 'load'
         self._source_of: dict[tuple[str, int], VersionSource] = {}  # of each served version: released at unload
+        self._listing_error: dict[str, str] = {}  # why a model's versions could not be listed at the last poll
 
     # -- lookups (event loop, no awaits: always a consistent view) ---------------------------------
     def model_names(self) -> list[str]:
@@ -110,6 +111,14 @@ class ModelRepository(Generic[V]):
         """Every version this server knows of for ``name``, newest first."""
         self.spec(name)
         return sorted(self._status.get(name, {}).values(), key=lambda s: -s.number)
+
+    def no_versions_reason(self, name: str) -> str | None:
+        """Why ``name`` has no version at all to show (None when it has one): its store could not be listed, or
+        no version was found (none yet, or all removed)."""
+        self.spec(name)  # NotFound for a model not (or no longer) of the repository
+        if self._status.get(name):
+            return None
+        return self._listing_error.get(name) or "no version found"
 
     def ready(self, require_all: bool = True) -> bool:
         """All configured models (or any, when ``require_all`` is False) have a version available."""
@@ -170,8 +179,15 @@ class ModelRepository(Generic[V]):
                         self._retire(name, number)
                 if name not in self._specs:
                     del self._served[name]
-            await asyncio.gather(*(self._sync_model(spec) for spec in self._specs.values()
-                                   if spec.name not in self._unloaded_by_request))
+                    self._listing_error.pop(name, None)
+            names = [name for name in self._specs if name not in self._unloaded_by_request]
+            results = await asyncio.gather(*(self._sync_model(self._specs[name]) for name in names),
+                                           return_exceptions=True)
+            # One model's failure (a file system error, say) is logged and tried again at the next poll; it
+            # must not cut short the others' syncs, nor leave them running past the lock.
+            for name, result in zip(names, results, strict=True):
+                if isinstance(result, Exception):
+                    log.error("model %s: sync failed, tried again at the next poll", name, exc_info=result)
 
     async def _sync_model(self, spec: ModelSpec) -> None:
         status = self._status.setdefault(spec.name, {})
@@ -212,6 +228,7 @@ class ModelRepository(Generic[V]):
     def _unreachable(self, name: str, exc: Exception | None) -> None:
         """Put the listing failure ``exc`` into the statuses of ``name``'s served versions, or clear it (None)."""
         message = "" if exc is None else UNREACHABLE + safe_message(exc)
+        self._listing_error[name] = message
         if message:
             log.warning("model %s: cannot list its versions, serving what is loaded: %s", name, message)
         for number in self._served.get(name, {}):

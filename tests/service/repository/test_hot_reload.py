@@ -139,6 +139,22 @@ def test_removed_model_leaves_every_listing(repo, running):
     assert httpx.post(running.url + "/v1/models/three:predict", json={"instances": [[2.0]]}).status_code == 404
 
 
+def test_a_model_without_versions_is_listed_unavailable_with_its_reason(repo, running):
+    # A model folder with no version in it yet (or one being removed) is still a model of the repository: the
+    # index lists it, as Triton lists a model it cannot serve, rather than leaving it out while requests to it
+    # get a 503 (CI once saw exactly that gap).
+    (repo / "empty").mkdir()
+    deadline = time.monotonic() + 30
+    while not any(m["name"] == "empty" for m in httpx.post(running.url + "/v2/repository/index").json()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    entry = next(m for m in httpx.post(running.url + "/v2/repository/index").json() if m["name"] == "empty")
+    assert entry["version"] == "" and entry["state"] == "UNAVAILABLE" and "no version" in entry["reason"], entry
+    assert httpx.post(running.url + "/v1/models/empty:predict", json={"instances": [[2.0]]}).status_code == 503
+    ready = httpx.post(running.url + "/v2/repository/index", json={"ready": True}).json()
+    assert {m["name"] for m in ready} == {"half"}
+
+
 def test_removed_model_directory_unloads_cleanly(repo, running):
     shutil.rmtree(repo / "half" / "1")
     deadline = time.monotonic() + 30
