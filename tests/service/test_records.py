@@ -71,10 +71,13 @@ def sink():
 
 @pytest.fixture(scope="module")
 def below(expected) -> float:
-    """A capture threshold between the 2nd and 3rd lowest top-1 scores of the five test images."""
+    """A capture threshold in the widest gap between two of the five test images' sorted top-1 scores, so that
+    some images fall below it and some do not. (A fixed place, between the 2nd and 3rd, failed CI once: the
+    tiny model trained on another machine put those two 0.0008 apart.)"""
     tops = np.sort(expected.max(axis=1))
-    assert tops[2] - tops[1] > 1e-3, tops  # far enough apart that every API's float rounding agrees
-    return float((tops[1] + tops[2]) / 2)
+    gap = int(np.argmax(np.diff(tops)))
+    assert tops[gap + 1] - tops[gap] > 1e-3, tops  # far enough apart that every API's float rounding agrees
+    return float((tops[gap] + tops[gap + 1]) / 2)
 
 
 @pytest.fixture(scope="module")
