@@ -16,6 +16,7 @@ from service.core.dataplane import DEFAULT_TOP_K, MAX_IMAGES_PER_REQUEST, Classi
 from service.core.errors import InvalidInput, UnsupportedMediaType
 from service.transport.http.common import (
     describe,
+    json_response,
     parse_json,
     parse_off_loop,
     read_body,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
 PROTOCOL = "classify"
+PATH = "/classify"
 
 
 class ClassifyRequest(BaseModel):
@@ -120,7 +122,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
 
     router = APIRouter(tags=["tlserve"])
 
-    @router.post("/classify", response_model=ClassifyResponse, summary="Top-k labels of images",
+    @router.post(PATH, response_model=ClassifyResponse, summary="Top-k labels of images",
                  openapi_extra={"requestBody": {"content": {
                      "application/json": {"schema": ClassifyRequest.model_json_schema()},
                      "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -144,6 +146,6 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
             Target(model, parse_version(version)), top_k, images=images,
             deadline=dataplane.deadline(request_timeout(request)), unknown_threshold=threshold)
         describe(request, version=answer.version)
-        return classify_answer(model, answer)
+        return json_response(classify_answer(model, answer))  # built to ClassifyResponse's shape: not validated
 
     return router

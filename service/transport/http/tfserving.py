@@ -25,6 +25,8 @@ from service.transport.http.common import (
 )
 
 PROTOCOL = "tfserving-rest"
+MODEL_PREFIXES = ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}")
+INFERENCE_PATHS = tuple(prefix + verb for prefix in MODEL_PREFIXES for verb in (":predict", ":classify", ":regress"))
 _JSON_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}, "required": True}}
 
 
@@ -109,7 +111,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int) -> APIRouter:
         describe(request, version=number)
         return json_response(await asyncio.to_thread(format_explain, explanations))  # heatmaps: up to MBs of JSON
 
-    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}", "/v1/models/{model}/labels/{label}"):
+    for prefix in MODEL_PREFIXES:
         router.add_api_route(prefix, status, methods=["GET"], summary="Model version status")
         router.add_api_route(prefix + "/metadata", metadata, methods=["GET"], summary="Signature definitions")
         router.add_api_route(prefix + ":predict", predict, methods=["POST"], openapi_extra=_JSON_BODY,

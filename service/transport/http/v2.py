@@ -20,6 +20,8 @@ from service.transport.http.common import (
 )
 
 PROTOCOL = "v2-rest"
+MODEL_PREFIXES = ("/v2/models/{model}", "/v2/models/{model}/versions/{version}")
+INFERENCE_PATHS = tuple(prefix + "/infer" for prefix in MODEL_PREFIXES)
 SERVER_NAME = "tlserve"
 HEADER_LENGTH = "inference-header-content-length"
 _INFER_BODY = {"requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
@@ -97,7 +99,7 @@ def build_router(dataplane: DataPlane, max_body_bytes: int, server_version: str)
 
     # Before the model routes: /v2/models/stats is every model's statistics, not a model named "stats".
     router.add_api_route("/v2/models/stats", statistics, methods=["GET"], summary="Every model's statistics")
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+    for prefix in MODEL_PREFIXES:
         router.add_api_route(prefix, model_metadata, methods=["GET"], summary="Model metadata")
         router.add_api_route(prefix + "/config", model_config, methods=["GET"], summary="Model configuration")
         router.add_api_route(prefix + "/stats", statistics, methods=["GET"], summary="Model (version) statistics")
