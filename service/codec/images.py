@@ -2,7 +2,8 @@
 
 ``inspect_image`` reads only the image's header (Pillow's ``Image.open`` is lazy: it identifies the format and size
 without decoding pixels), so a decompression bomb — a few kilobytes that decode to gigabytes — is refused as a 400
-instead of exhausting memory in the decoder.
+instead of exhausting memory in the decoder. A JPEG whose header reads cleanly has its size read here directly
+(``_jpeg_size``: a few microseconds on the event loop instead of Pillow's 31); anything else goes to Pillow.
 
 What it does not promise: that the image decodes. A file whose header is intact but whose pixel data is truncated or
 corrupt passes (for instance a PNG cut short in its IDAT data); the real decoder fails later, and turning that failure
@@ -58,6 +59,11 @@ def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageInfo
     if len(data) > limits.max_bytes:
         raise TooLarge(f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
 
+    size = _jpeg_size(data)
+    if size is not None:
+        _check_dimensions(*size, limits)
+        return ImageInfo(format="JPEG", width=size[0], height=size[1], frames=1)
+
     with warnings.catch_warnings():
         # We apply our own pixel limit below, so Pillow's global one is only noise (its warning) or, past twice
         # its limit, an error that hides the dimensions (handled in _open).
@@ -76,6 +82,46 @@ def inspect_image(data: bytes, limits: ImageLimits = ImageLimits()) -> ImageInfo
             return ImageInfo(format=fmt, width=width, height=height, frames=frames)
         finally:
             img.close()
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): the frame header with
+# the image's size. 0xC4 (DHT), 0xC8 (JPG) and 0xCC (DAC) share the range but are not frames.
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_SOS, _APP2 = 0xDA, 0xE2
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG whose header reads cleanly, walked segment by segment from the start of the image
+    to the start of its scan; None for anything else (another format, a multi-picture file, a header Pillow would
+    refuse or that is cut short), which Pillow then identifies or refuses as before.
+
+    Why: ``Image.open`` took 31 us of the event loop per 32 px JPEG (most images served are JPEGs); this takes a
+    few. It accepts what Pillow's JPEG opener accepts: 8-bit samples, 1, 3 or 4 components, the size from the
+    frame header, a header complete up to the scan."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    size = None
+    i, end = 2, len(data)
+    while i + 4 <= end:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == _SOS:
+            return size
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if length < 2 or not 0xC0 <= marker <= 0xFE or 0xD0 <= marker <= 0xD9:
+            return None  # a segment without a length (RSTn, SOI, EOI) before the scan is Pillow's to judge
+        if marker in _SOF_MARKERS:
+            if size is not None or length < 8 or i + 10 > end or data[i + 4] != 8 or data[i + 9] not in (1, 3, 4):
+                return None
+            size = (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"))
+        elif marker == _APP2 and data[i + 4:i + 8] == b"MPF\x00":
+            return None  # a multi-picture file: Pillow counts its pictures
+        i += 2 + length
+    return None
 
 
 def _open(data: bytes) -> Image.Image:

@@ -116,3 +116,59 @@ def test_header_only_png_signature_is_invalid():
     data = encode(Image.new("RGB", (4, 4)), "PNG")
     with pytest.raises(InvalidInput):
         inspect_image(data[:12])
+
+
+# --- the JPEG fast path: the frame header read directly, Pillow for anything it does not recognise ------------
+
+def _jpegs() -> dict[str, bytes]:
+    rgb = Image.new("RGB", (37, 21), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: sizes are the stored ones, as Pillow reports them
+    frames = [Image.new("RGB", (8, 6)), Image.new("RGB", (8, 6))]
+    return {
+        "baseline": encode(rgb, "JPEG"),
+        "progressive": encode(rgb, "JPEG", progressive=True),
+        "optimized": encode(rgb, "JPEG", optimize=True, quality=40),
+        "grayscale": encode(Image.new("L", (5, 300)), "JPEG"),
+        "cmyk": encode(Image.new("CMYK", (64, 3)), "JPEG"),
+        "exif and icc": encode(rgb, "JPEG", exif=exif, icc_profile=b"\0" * 300),
+        "huge sides": encode(Image.new("L", (4000, 1)), "JPEG"),
+        "mpo": encode(frames[0], "MPO", save_all=True, append_images=frames[1:]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_jpegs()))
+def test_the_jpeg_fast_path_agrees_with_pillow(name):
+    from service.codec.images import _jpeg_size
+
+    data = _jpegs()[name]
+    size = _jpeg_size(data)
+    if name == "mpo":
+        assert size is None  # Pillow counts its pictures
+    else:
+        assert size == Image.open(io.BytesIO(data)).size
+    for cut in range(2, min(len(data), 700), 7):  # every cut of the header: Pillow's answer, or the same size
+        got = _jpeg_size(data[:cut])
+        assert got is None or got == size, (cut, got)
+
+
+def test_the_jpeg_fast_path_leaves_what_pillow_refuses_to_pillow():
+    from service.codec.images import _jpeg_size
+
+    data = bytearray(_jpegs()["baseline"])
+    sof = data.index(b"\xff\xc0")
+    twelve_bit, two_layers = bytearray(data), bytearray(data)
+    twelve_bit[sof + 4] = 12
+    two_layers[sof + 9] = 2
+    for bad in (twelve_bit, two_layers, b"\xff\xd8" + b"\x00" * 50, b"\xff\xd8\xff\xc0\x00\x01"):
+        assert _jpeg_size(bytes(bad)) is None
+        with pytest.raises(InvalidInput):
+            inspect_image(bytes(bad))
+
+
+def test_a_jpeg_bomb_is_refused_by_the_fast_path_with_its_dimensions():
+    data = bytearray(_jpegs()["baseline"])
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    with pytest.raises(InvalidInput, match="60000x60000"):
+        inspect_image(bytes(data))
