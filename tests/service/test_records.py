@@ -71,11 +71,12 @@ def sink():
 
 @pytest.fixture(scope="module")
 def below(expected) -> float:
-    """A capture threshold in the widest gap between two of the five test images' sorted top-1 scores, so that
-    some images fall below it and some do not. (A fixed place, between the 2nd and 3rd, failed CI once: the
-    tiny model trained on another machine put those two 0.0008 apart.)"""
+    """A capture threshold with one or two of the five test images below it: in the wider of the gaps after the
+    lowest and the second lowest top-1 score. (A fixed place, between the 2nd and 3rd, failed CI once: the tiny
+    model trained on another machine put those two 0.0008 apart. The widest gap of all then put four of five
+    below, and the captures of the six APIs outgrew pending/'s bound, MAX_MB.)"""
     tops = np.sort(expected.max(axis=1))
-    gap = int(np.argmax(np.diff(tops)))
+    gap = int(np.argmax(np.diff(tops)[:2]))
     assert tops[gap + 1] - tops[gap] > 1e-3, tops  # far enough apart that every API's float rounding agrees
     return float((tops[gap] + tops[gap + 1]) / 2)
 
