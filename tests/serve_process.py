@@ -20,6 +20,11 @@ import httpx
 import pytest
 
 
+# A test's server stops without the drain delay (3 s of every stop by default: seconds of the suite for nothing).
+# The tests of the drain give it as a flag (--drain-delay-s, TF Serving's --drain_delay_s), which decides over this.
+NO_DRAIN_DELAY = {"TLSERVE_DRAIN_DELAY_S": "0"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,8 +116,8 @@ def start_tree(command: list[str], env: dict[str, str], url: str, grpc_target: s
                verify=True) -> ServeProcess:
     """Start ``command`` in a session of its own and return it once ``url``/readyz answers 200."""
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env={**env, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env={**NO_DRAIN_DELAY, **env, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     running = ServeProcess(process, url, grpc_target, log)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:

@@ -6,6 +6,7 @@ their servers for all their tests (a start costs seconds: Python, TensorFlow and
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import TESTDATA
-from tests.serve_process import free_port
+from tests.serve_process import NO_DRAIN_DELAY, free_port
 
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu"
 HALF_PLUS_THREE = TESTDATA / "saved_model_half_plus_three"
@@ -49,7 +50,8 @@ def run_model_server(*flags: str, log_path: Path, wait: bool = True) -> ModelSer
     grpc_port, rest_port = free_port(), free_port()
     command = [str(ENTRY_POINT), f"--port={grpc_port}", f"--rest_api_port={rest_port}", "--host=127.0.0.1", *flags]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env={**NO_DRAIN_DELAY, **os.environ}, stdout=log,
+                                   stderr=subprocess.STDOUT)
     server = ModelServer(process, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", log_path)
     if not wait:
         return server
