@@ -123,9 +123,13 @@ class Runtime:
         return self.dataplane.ready()
 
 
-def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *, auth: AuthPolicy | None = None
-                  ) -> Runtime:
-    """Wire the serving objects together from ``settings`` (``auth``: the policy, when the caller has built it)."""
+def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *, auth: AuthPolicy | None = None,
+                  manage_heap: bool = True) -> Runtime:
+    """Wire the serving objects together from ``settings`` (``auth``: the policy, when the caller has built it).
+
+    ``manage_heap``: loads freeze the process's heap and unloads collect all of it (service/runtime/heap.py), as a
+    process that serves wants. A process that hosts other work beside the runtime (the test suite's in-process
+    servers) passes False: there each unload's full collection walks everything else the process holds."""
     metrics = Metrics(registry)
     limits = ImageLimits(max_bytes=settings.max_body_bytes, max_pixels=settings.max_image_pixels)
 
@@ -155,9 +159,9 @@ def build_runtime(settings: Settings, registry: CollectorRegistry = REGISTRY, *,
     def model_event(kind: str, model: str, version: int, state: str, seconds: float) -> None:
         metrics.model_event(kind, model, version, state, seconds)
         predictions.model_event(kind, model, version, state, seconds)
-        if kind == "loaded":
+        if manage_heap and kind == "loaded":
             heap.after_load()
-        elif kind == "unloaded":
+        elif manage_heap and kind == "unloaded":
             heap.after_unload()
 
     repository = ModelRepository(specs, load, poll_interval_s=settings.poll_interval_s, on_event=model_event,

@@ -16,7 +16,7 @@ import tensorflow as tf
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from service.app import create_app
+from service.app import build_runtime, create_app
 from service.settings import Settings
 from tests.conftest import TESTDATA
 
@@ -46,7 +46,11 @@ def start_server(settings: Settings) -> RunningServer:
 
     Both transports listen on 127.0.0.1 only, gRPC on a free port (``grpc_target``)."""
     settings = settings.replace(http_host="127.0.0.1", grpc_port=0)
-    app = create_app(settings, registry=CollectorRegistry())
+    # The heap is pytest's, shared with every other test: a load's freeze and an unload's full collection (32.6 of
+    # tests/service's 205 s, up to 2.3 s each) are for a process that only serves. tests/service/runtime/test_heap.py
+    # and the servers run as processes (tests/serve_process.py) keep them covered.
+    registry = CollectorRegistry()
+    app = create_app(settings, runtime=build_runtime(settings, registry, manage_heap=False), registry=registry)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -77,3 +77,20 @@ def test_the_runtime_freezes_the_heap_once_a_version_is_loaded():
         return frozen
 
     assert asyncio.run(main()) > 0
+
+
+def test_a_runtime_told_not_to_manage_the_heap_leaves_the_collector_alone():
+    """The test suite's in-process servers share pytest's heap: they must not freeze it nor collect all of it."""
+    runtime = build_runtime(Settings(model_name="half", model_base_path=TESTDATA / "saved_model_half_plus_two_cpu",
+                                     grpc_port=-1, poll_interval_s=0), registry=CollectorRegistry(), manage_heap=False)
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+
+    async def main():
+        await runtime.repository.start()
+        loaded = (gc.get_freeze_count(), gc.get_threshold(), runtime.repository.ready())
+        await runtime.repository.stop()
+        return loaded
+
+    frozen, threshold, ready = asyncio.run(main())
+    assert ready and frozen == 0 and threshold == (700, 10, 10)
